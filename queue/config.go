@@ -1,0 +1,275 @@
+package queue
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"regexp"
+	"strings"
+)
+
+// BrokerConfig names one RabbitMQ broker the scaler reads. The URL scheme picks the mode:
+// http:// or https:// is the management HTTP API (the recommended mode: depths, unacked,
+// consumers, rates, patterns, per-consumer detail); amqp:// or amqps:// is AMQP 0-9-1 passive
+// declare (ready messages and consumers of exact queue names only, in-flight work invisible).
+//
+// Credentials come from Username/Password when set, else from the URL's userinfo. They never
+// appear in errors (see RedactURL).
+type BrokerConfig struct {
+	// Name identifies the broker in selectors, metrics and credential keys: lowercase letters,
+	// digits and '-', at most 63 characters.
+	Name string
+	// URL is the management API base (a path prefix is allowed) or the AMQP URL. An AMQP URL
+	// carries no vhost: the vhost comes from each Selector.
+	URL string
+	// Username and Password override the URL's userinfo.
+	Username, Password string
+	// CAFile is a PEM bundle of CAs to trust instead of the system roots (https/amqps only).
+	CAFile string
+	// CertFile and KeyFile are a PEM client certificate and key (https/amqps only, both or
+	// neither).
+	CertFile, KeyFile string
+	// ServerName overrides the name checked against the server certificate (https/amqps only).
+	ServerName string
+}
+
+// Mode is how a broker is read.
+type Mode int
+
+const (
+	// ModeManagement reads the management HTTP API.
+	ModeManagement Mode = iota + 1
+	// ModeAMQP passively declares queues over AMQP 0-9-1.
+	ModeAMQP
+)
+
+func (m Mode) String() string {
+	switch m {
+	case ModeManagement:
+		return "management"
+	case ModeAMQP:
+		return "amqp"
+	}
+	return fmt.Sprintf("Mode(%d)", int(m))
+}
+
+var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+
+// Validate reports the first bad field, naming it and its value (URLs redacted). It never
+// changes c.
+func (c BrokerConfig) Validate() error {
+	if !nameRE.MatchString(c.Name) {
+		return fmt.Errorf("broker name %q: want lowercase letters, digits and '-', 1 to 63 characters, starting and ending with a letter or digit", c.Name)
+	}
+	_, err := c.parseURL()
+	if err != nil {
+		return err
+	}
+	secure := c.tls()
+	for _, f := range []struct{ field, value string }{
+		{"caFile", c.CAFile}, {"certFile", c.CertFile}, {"keyFile", c.KeyFile}, {"serverName", c.ServerName},
+	} {
+		if f.value != "" && !secure {
+			return fmt.Errorf("broker %q: %s %q set but url %s is not https:// or amqps://", c.Name, f.field, f.value, RedactURL(c.URL))
+		}
+	}
+	if (c.CertFile == "") != (c.KeyFile == "") {
+		return fmt.Errorf("broker %q: certFile %q and keyFile %q: give both or neither", c.Name, c.CertFile, c.KeyFile)
+	}
+	return nil
+}
+
+// Mode is the broker's mode from its URL scheme; zero when the URL is invalid.
+func (c BrokerConfig) Mode() Mode {
+	u, err := c.parseURL()
+	if err != nil {
+		return 0
+	}
+	switch u.Scheme {
+	case "http", "https":
+		return ModeManagement
+	}
+	return ModeAMQP
+}
+
+func (c BrokerConfig) tls() bool {
+	u, err := c.parseURL()
+	return err == nil && (u.Scheme == "https" || u.Scheme == "amqps")
+}
+
+func (c BrokerConfig) parseURL() (*url.URL, error) {
+	shown := RedactURL(c.URL)
+	if c.URL == "" {
+		return nil, fmt.Errorf("broker %q: url is empty", c.Name)
+	}
+	u, err := url.Parse(c.URL)
+	if err != nil {
+		// url.Error echoes the URL: do not wrap it.
+		return nil, fmt.Errorf("broker %q: url %s does not parse", c.Name, shown)
+	}
+	switch u.Scheme {
+	case "http", "https", "amqp", "amqps":
+	default:
+		return nil, fmt.Errorf("broker %q: url %s: scheme %q, want http, https, amqp or amqps", c.Name, shown, u.Scheme)
+	}
+	if u.Host == "" || u.Hostname() == "" {
+		return nil, fmt.Errorf("broker %q: url %s has no host", c.Name, shown)
+	}
+	if u.RawQuery != "" || u.Fragment != "" {
+		return nil, fmt.Errorf("broker %q: url %s: query and fragment are not supported", c.Name, shown)
+	}
+	if (u.Scheme == "amqp" || u.Scheme == "amqps") && u.Path != "" && u.Path != "/" {
+		return nil, fmt.Errorf("broker %q: url %s names vhost %q: give the vhost in the selector, not the broker url", c.Name, shown, strings.TrimPrefix(u.Path, "/"))
+	}
+	return u, nil
+}
+
+// credentials returns the user name and password to use: the fields, else the URL's.
+func (c BrokerConfig) credentials() (user, pass string) {
+	user, pass = c.Username, c.Password
+	if u, err := url.Parse(c.URL); err == nil && u.User != nil {
+		if user == "" {
+			user = u.User.Username()
+		}
+		if pass == "" {
+			pass, _ = u.User.Password()
+		}
+	}
+	return user, pass
+}
+
+// secrets lists what must never appear in an error about this broker.
+func (c BrokerConfig) secrets() []string {
+	_, pass := c.credentials()
+	return []string{pass, c.Password}
+}
+
+// baseURL is the URL without userinfo and without a trailing slash.
+func (c BrokerConfig) baseURL() string {
+	u, err := c.parseURL()
+	if err != nil {
+		return ""
+	}
+	u.User = nil
+	u.Path = strings.TrimSuffix(u.Path, "/")
+	u.RawPath = ""
+	return u.String()
+}
+
+// tlsConfig builds the client TLS configuration, or nil for plain http/amqp.
+func (c BrokerConfig) tlsConfig() (*tls.Config, error) {
+	if !c.tls() {
+		return nil, nil
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.ServerName}
+	if c.CAFile != "" {
+		pem, err := os.ReadFile(c.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("broker %q: caFile: %w", c.Name, err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("broker %q: caFile %q holds no PEM certificate", c.Name, c.CAFile)
+		}
+		cfg.RootCAs = pool
+	}
+	if c.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("broker %q: client certificate %q / key %q: %w", c.Name, c.CertFile, c.KeyFile, err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return cfg, nil
+}
+
+// ParseBroker parses "name=url", the form of the scaler's --broker flag. The result is
+// validated.
+func ParseBroker(s string) (BrokerConfig, error) {
+	name, u, ok := strings.Cut(s, "=")
+	if !ok {
+		return BrokerConfig{}, fmt.Errorf("broker %s: want name=url", RedactURL(s))
+	}
+	c := BrokerConfig{Name: strings.TrimSpace(name), URL: strings.TrimSpace(u)}
+	if err := c.Validate(); err != nil {
+		return BrokerConfig{}, err
+	}
+	return c, nil
+}
+
+// CredentialEnv returns the environment variable names LoadCredentials reads for a broker:
+// HEADROOM_BROKER_<NAME>_USERNAME and _PASSWORD, NAME upper-cased with '-' turned into '_'.
+func CredentialEnv(broker string) (user, pass string) {
+	n := strings.ToUpper(strings.ReplaceAll(broker, "-", "_"))
+	return "HEADROOM_BROKER_" + n + "_USERNAME", "HEADROOM_BROKER_" + n + "_PASSWORD"
+}
+
+// LoadCredentials fills cfg.Username and cfg.Password. Sources, later ones winning: the
+// credentials file (when file is not empty), then the environment (see CredentialEnv). A
+// source that names only the user or only the password sets only that field.
+//
+// The credentials file has one broker per line, "name=username:password"; the password is
+// everything after the first ':' and may itself contain ':' and '='. Blank lines and lines
+// starting with '#' are ignored. Errors name the file and line number, never a password.
+func LoadCredentials(cfg *BrokerConfig, file string, getenv func(string) string) error {
+	if cfg == nil {
+		return errors.New("load credentials: nil broker config")
+	}
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return fmt.Errorf("load credentials for broker %q: %w", cfg.Name, err)
+		}
+		creds, err := parseCredentials(b)
+		if err != nil {
+			return fmt.Errorf("load credentials for broker %q: %s: %w", cfg.Name, file, err)
+		}
+		if c, ok := creds[cfg.Name]; ok {
+			cfg.Username, cfg.Password = c[0], c[1]
+		}
+	}
+	if getenv != nil {
+		ue, pe := CredentialEnv(cfg.Name)
+		if v := getenv(ue); v != "" {
+			cfg.Username = v
+		}
+		if v := getenv(pe); v != "" {
+			cfg.Password = v
+		}
+	}
+	return nil
+}
+
+// parseCredentials reads "name=username:password" lines.
+func parseCredentials(b []byte) (map[string][2]string, error) {
+	out := map[string][2]string{}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		name, rest, ok := strings.Cut(line, "=")
+		name = strings.TrimSpace(name)
+		if !ok || !nameRE.MatchString(name) {
+			return nil, fmt.Errorf("line %d: want name=username:password with a valid broker name", n)
+		}
+		user, pass, ok := strings.Cut(rest, ":")
+		if !ok || user == "" {
+			return nil, fmt.Errorf("line %d (broker %q): want name=username:password", n, name)
+		}
+		if _, dup := out[name]; dup {
+			return nil, fmt.Errorf("line %d: broker %q listed twice", n, name)
+		}
+		out[name] = [2]string{user, pass}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
