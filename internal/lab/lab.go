@@ -1,0 +1,183 @@
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// CacheDir is where built binaries and other reusable artefacts live: $HEADROOM_CACHE, else
+// $XDG_CACHE_HOME/headroom, else ~/.cache/headroom.
+func CacheDir() string {
+	if d := os.Getenv("HEADROOM_CACHE"); d != "" {
+		return d
+	}
+	if d := os.Getenv("XDG_CACHE_HOME"); d != "" {
+		return filepath.Join(d, "headroom")
+	}
+	if h, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(h, ".cache", "headroom")
+	}
+	return filepath.Join(os.TempDir(), "headroom-cache")
+}
+
+// BinPath is the cached path of a versioned binary: CacheDir()/bin/NAME-VERSION.
+func BinPath(name, version string) string {
+	return filepath.Join(CacheDir(), "bin", name+"-"+version)
+}
+
+// Required reports whether missing real components are a failure rather than a reason to
+// skip. The project's test command sets HEADROOM_REAL=1; a plain `go test ./...` on a machine
+// without the components skips those tests with a message that says what is missing.
+func Required() bool {
+	v := os.Getenv("HEADROOM_REAL")
+	return v != "" && v != "0"
+}
+
+// ErrUnavailable marks a component that is not installed or not built on this machine.
+// Callers branch on it to skip rather than fail when Required is false.
+var ErrUnavailable = errors.New("component unavailable on this machine")
+
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func FreePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("find free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// Process is a child started in its own process group, with output in a log file, stopped by
+// its PID.
+type Process struct {
+	Name string
+	Log  string
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error
+}
+
+// Start runs cmd in its own process group with stdout and stderr appended to logPath.
+func Start(name string, cmd *exec.Cmd, logPath string) (*Process, error) {
+	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	p := &Process{Name: name, Log: logPath, cmd: cmd, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		f.Close()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// PID is the child's process ID (and its process group ID).
+func (p *Process) PID() int { return p.cmd.Process.Pid }
+
+// Exited is closed when the process has exited.
+func (p *Process) Exited() <-chan struct{} { return p.done }
+
+// Stop sends SIGTERM to the process group, waits up to grace, then sends SIGKILL. It is safe
+// to call more than once.
+func (p *Process) Stop(grace time.Duration) error {
+	select {
+	case <-p.done:
+		return nil
+	default:
+	}
+	_ = syscall.Kill(-p.PID(), syscall.SIGTERM)
+	select {
+	case <-p.done:
+		return nil
+	case <-time.After(grace):
+	}
+	_ = syscall.Kill(-p.PID(), syscall.SIGKILL)
+	<-p.done
+	return nil
+}
+
+// Kill stops the process group at once with SIGKILL, as a crash would.
+func (p *Process) Kill() {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	_ = syscall.Kill(-p.PID(), syscall.SIGKILL)
+	<-p.done
+}
+
+// Tail returns the last n bytes of the process log, for error messages.
+func (p *Process) Tail(n int) string { return tail(p.Log, n) }
+
+func tail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(b)
+}
+
+// WaitFor polls check every interval until it returns nil, the context ends or timeout passes.
+// The last error from check is part of the returned error.
+func WaitFor(ctx context.Context, what string, timeout, interval time.Duration, check func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var last error
+	for {
+		if last = check(ctx); last == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for %s: %w (last: %v)", what, ctx.Err(), last)
+		case <-time.After(interval):
+		}
+	}
+}
+
+// Group stops a set of processes in reverse start order.
+type Group struct {
+	mu    sync.Mutex
+	procs []*Process
+}
+
+// Add records p so that Stop stops it.
+func (g *Group) Add(p *Process) {
+	g.mu.Lock()
+	g.procs = append(g.procs, p)
+	g.mu.Unlock()
+}
+
+// Stop stops every process, last started first.
+func (g *Group) Stop(grace time.Duration) {
+	g.mu.Lock()
+	procs := g.procs
+	g.procs = nil
+	g.mu.Unlock()
+	for i := len(procs) - 1; i >= 0; i-- {
+		_ = procs[i].Stop(grace)
+	}
+}
+
+// Itoa is strconv.Itoa, for building flag lists.
+func Itoa(i int) string { return strconv.Itoa(i) }
