@@ -1,0 +1,109 @@
+package server
+
+import (
+	"context"
+	"errors"
+
+	"github.com/headroom-autoscaler/headroom/queue"
+)
+
+// QueueReader is what the server needs from the broker cache (queue.Reader).
+type QueueReader interface {
+	// Snapshot returns the selected queues as of the broker's last refresh. With a context
+	// that is already done it never waits: a selector not read yet returns the context's
+	// error (and is read at the next refresh).
+	Snapshot(ctx context.Context, sel queue.Selector) (queue.Snapshot, error)
+	// Refreshed returns a channel closed when the broker's next refresh completes.
+	Refreshed(broker string) <-chan struct{}
+}
+
+// BrokerMonitor reports on the brokers for metrics and readiness (queue.Reader).
+type BrokerMonitor interface {
+	Brokers() []string
+	BrokerStats(name string) (queue.Stats, error)
+}
+
+var (
+	_ QueueReader   = (*queue.Reader)(nil)
+	_ BrokerMonitor = (*queue.Reader)(nil)
+)
+
+// ErrNotFound marks a ScaledObject or scale target the cluster caches do not hold.
+var ErrNotFound = errors.New("not found")
+
+// ErrNotSynced marks a cluster cache that has not finished its first list.
+var ErrNotSynced = errors.New("cluster caches not synced yet")
+
+// TargetRef names a scale target.
+type TargetRef struct {
+	Namespace, Kind, Name string
+}
+
+// ScaledObject is a ScaledObject that points at this scaler, as the cluster caches hold it.
+type ScaledObject struct {
+	Namespace, Name string
+	UID             string
+	Target          TargetRef
+	// MaxReplicas is spec.maxReplicaCount; 0 when unset (KEDA's default, 100, applies).
+	MaxReplicas int32
+	// Triggers holds the metadata of each of its triggers that point at this scaler.
+	Triggers []map[string]string
+}
+
+// Workload is the state of a scale target and how many more of its workers fit.
+type Workload struct {
+	Current int32 // spec replicas
+	Ready   int32
+	Pending int32 // Pending-unschedulable pods
+	// Fit is how many more workers of the requested footprint the cluster can place, on the
+	// nodes the pod template may use, keeping the reserve free on each node.
+	Fit int32
+	// Footprint is the size of one worker that Fit was computed for.
+	Footprint Resources
+}
+
+// ScaledObjectLister lists the ScaledObjects that point at this scaler.
+type ScaledObjectLister interface {
+	// ScaledObjects lists them all (ErrNotSynced before the first list).
+	ScaledObjects() ([]ScaledObject, error)
+	// ScaledObject returns one (ErrNotFound, ErrNotSynced).
+	ScaledObject(namespace, name string) (ScaledObject, error)
+}
+
+// WorkloadReader reads scale targets and the room for them from the cluster caches.
+type WorkloadReader interface {
+	Workload(ref TargetRef, fp Footprint, reserve Resources) (Workload, error)
+}
+
+// ClusterReader is what the server needs from the cluster caches. Its methods read caches
+// only: they never call the API server.
+type ClusterReader interface {
+	ScaledObjectLister
+	WorkloadReader
+}
+
+// Syncer reports whether the cluster caches are synced (for /readyz and a metric).
+type Syncer interface {
+	Synced() bool
+}
+
+// NodeFree is one node's free room, for metrics.
+type NodeFree struct {
+	Node     string
+	MilliCPU int64
+	Memory   int64
+	Pods     int64
+}
+
+// NodeLister lists each node's free room (optional: the node metric is exported only when
+// the cluster reader implements it).
+type NodeLister interface {
+	NodesFree() []NodeFree
+}
+
+// Changer is implemented by cluster readers that signal changes: the planner then runs on
+// every change as well as after every broker refresh.
+type Changer interface {
+	// Changed returns a channel closed at the next change.
+	Changed() <-chan struct{}
+}

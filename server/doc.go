@@ -1,0 +1,24 @@
+// Package server is the KEDA external scaler: the ExternalScaler gRPC service, answered from
+// the queue snapshot cache (package queue) and the cluster caches (package capacity) through
+// scaler.Decide.
+//
+// The main entry point is New with Options (a QueueReader, a ClusterReader, a Prometheus
+// registerer), then Start, Register on a grpc.Server, and Close.
+//
+// How an answer is made: a planner goroutine runs after every broker refresh, on cluster
+// changes and at least once per refresh interval. It lists the ScaledObjects that point at
+// this scaler (from the API server, so every replica of the scaler sees the same set), parses
+// each trigger's metadata (once per distinct map), reads the caches, shares the cluster's free
+// room among the targets that want more (scaler.Share, by weight) and decides. RPCs read the
+// planner's latest plan: a map lookup. A trigger the planner has not seen yet is decided on
+// demand from the caches, without a share.
+//
+// Invariants:
+//   - A call never waits on the broker or the API server, except the first call for a queue
+//     nobody asked about yet, which waits (at most Options.FirstReadWait) for its first read.
+//   - A failed, missing or stale reading (older than Options.MaxSnapshotAge) is an
+//     Unavailable error, never a value: KEDA's fallback then applies. Bad metadata is
+//     InvalidArgument naming the key and the value.
+//   - Metrics about state owned elsewhere are computed at scrape time from the caches.
+//   - Every goroutine is owned by the Server: Close stops and waits for them.
+package server

@@ -1,0 +1,404 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/headroom-autoscaler/headroom/queue"
+	"github.com/headroom-autoscaler/headroom/scaler"
+)
+
+// entryKey names one trigger of one ScaledObject: KEDA calls once per trigger, with that
+// trigger's metadata.
+type entryKey struct {
+	namespace, name string
+	canon           string // canonical metadata
+}
+
+// entry is one trigger's latest decision, or why there is none.
+type entry struct {
+	so  ScaledObject
+	cfg *Config
+	// err is a gRPC status error when there is no decision.
+	err error
+
+	dec      scaler.Decision
+	snap     queue.Snapshot
+	workload Workload
+	share    int32 // Fit after sharing the room (the workload's own Fit when it claimed none)
+}
+
+// plan is one planner pass: the decisions for every trigger pointing at this scaler.
+type plan struct {
+	at      time.Time
+	entries map[entryKey]*entry
+	// clusterErr is set when the ScaledObjects could not be listed.
+	clusterErr error
+	// next is closed when the next plan is published.
+	next chan struct{}
+}
+
+// observation is what the planner remembers of a trigger between passes: only what it
+// cannot read from the cluster or the broker.
+type observation struct {
+	// emptySince: when the queue was first seen empty in the current run of empty readings.
+	emptySince time.Time
+	// lastCurrent and lastScaleUp: the spec replicas at the previous pass, and when they were
+	// last seen rising.
+	lastCurrent int32
+	lastScaleUp time.Time
+	limit       scaler.Limit
+	seen        bool
+}
+
+// shareUnits is the number of units the free room is divided into for scaler.Share (see
+// shareRoom).
+const shareUnits = 1 << 20
+
+// planner computes decisions for every ScaledObject that points at this scaler, after every
+// broker refresh and cluster change.
+type planner struct {
+	s    *Server
+	wake chan struct{}
+
+	mu   sync.Mutex // guards obs; held by pass only
+	obs  map[entryKey]*observation
+	cur  *plan
+	lock sync.RWMutex // guards cur
+}
+
+func newPlanner(s *Server) *planner {
+	p := &planner{s: s, wake: make(chan struct{}, 1), obs: map[entryKey]*observation{}}
+	p.cur = &plan{entries: map[entryKey]*entry{}, clusterErr: ErrNotSynced, next: make(chan struct{})}
+	return p
+}
+
+func (p *planner) current() *plan {
+	p.lock.RLock()
+	defer p.lock.RUnlock()
+	return p.cur
+}
+
+func (p *planner) poke() {
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run plans until ctx ends. Watchers forward broker refreshes and cluster changes as pokes.
+func (p *planner) run(ctx context.Context, wg *sync.WaitGroup) {
+	for _, b := range p.s.brokers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-p.s.opts.Queue.Refreshed(b):
+					p.poke()
+				case <-ctx.Done():
+					return
+				}
+			}
+		}()
+	}
+	if ch, ok := p.s.opts.Cluster.(Changer); ok {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-ch.Changed():
+					p.poke()
+				case <-ctx.Done():
+					return
+				}
+			}
+		}()
+	}
+	t := time.NewTicker(p.s.opts.Refresh)
+	defer t.Stop()
+	for {
+		p.pass(p.s.now())
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-p.wake:
+		}
+	}
+}
+
+// done is an already-cancelled context: Snapshot with it never waits.
+var done = func() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}()
+
+// pass computes one plan and publishes it.
+func (p *planner) pass(now time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	next := &plan{at: now, entries: map[entryKey]*entry{}, next: make(chan struct{})}
+	sos, err := p.s.opts.Cluster.ScaledObjects()
+	if err != nil {
+		next.clusterErr = err
+		p.publish(next)
+		return
+	}
+	type item struct {
+		key entryKey
+		e   *entry
+		in  scaler.Input
+		pol scaler.Policy
+	}
+	var items []*item
+	for _, so := range sos {
+		for _, md := range so.Triggers {
+			cfg, canon, err := p.s.configs.get(md)
+			k := entryKey{so.Namespace, so.Name, canon}
+			if _, dup := next.entries[k]; dup {
+				continue // two identical triggers: one answer
+			}
+			e := &entry{so: so, cfg: cfg}
+			next.entries[k] = e
+			if err != nil {
+				e.err = status.Error(codes.InvalidArgument, err.Error())
+				continue
+			}
+			it := &item{key: k, e: e}
+			it.in, it.pol, e.err = p.s.gather(done, e, p.obs[k], now)
+			if e.err == nil {
+				items = append(items, it)
+			}
+		}
+	}
+
+	// Share the free room among the triggers that want more than they run.
+	claims := make([]scaler.Claim, 0, len(items))
+	var claimants []*item
+	for _, it := range items {
+		it.e.share = it.e.workload.Fit
+		unbounded := it.in
+		unbounded.Fit = math.MaxInt32
+		d := scaler.Decide(it.pol, unbounded, now)
+		want := int64(d.Replicas) - int64(it.in.Current)
+		if want <= 0 || it.e.workload.Fit <= 0 {
+			continue
+		}
+		claimants = append(claimants, it)
+		claims = append(claims, scaler.Claim{
+			Key:    it.key.namespace + "/" + it.key.name + "/" + it.key.canon,
+			Weight: it.e.cfg.Weight,
+			Want:   claimUnits(want, it.e.workload.Fit),
+		})
+	}
+	alloc := scaler.Share(shareUnits, claims)
+	for i, it := range claimants {
+		unbounded := it.in
+		unbounded.Fit = math.MaxInt32
+		want := int64(scaler.Decide(it.pol, unbounded, now).Replicas) - int64(it.in.Current)
+		it.e.share = sharePods(alloc[i], claims[i].Want, want, it.e.workload.Fit)
+	}
+	for _, it := range items {
+		it.in.Fit = it.e.share
+		it.e.dec = scaler.Decide(it.pol, it.in, now)
+	}
+	p.observe(next, now)
+	p.publish(next)
+}
+
+// claimUnits converts "want more pods, of which fit would fit alone" into shared units: the
+// fraction of the cluster's free room the claim takes, in millionths (shareUnits). Targets
+// with different footprints thus compete for the same fractions of the room: a target whose
+// footprint is twice as large fits half as many pods, so each of its pods costs twice the
+// units.
+func claimUnits(want int64, fit int32) int64 {
+	u := (want*shareUnits + int64(fit) - 1) / int64(fit)
+	return min(u, shareUnits)
+}
+
+// sharePods converts allocated units back into pods.
+func sharePods(alloc, asked, want int64, fit int32) int32 {
+	if alloc >= asked {
+		return int32(min(want, int64(fit)))
+	}
+	return int32(alloc * int64(fit) / shareUnits)
+}
+
+// observe updates what the planner remembers, counts decisions, and reports limit changes.
+func (p *planner) observe(pl *plan, now time.Time) {
+	s := p.s
+	seen := map[entryKey]bool{}
+	for k, e := range pl.entries {
+		seen[k] = true
+		o := p.obs[k]
+		if o == nil {
+			o = &observation{}
+			p.obs[k] = o
+		}
+		if e.err != nil {
+			continue
+		}
+		if e.snap.Ready+e.snap.Unacked == 0 {
+			if o.emptySince.IsZero() {
+				o.emptySince = now
+			}
+		} else {
+			o.emptySince = time.Time{}
+		}
+		if o.seen && e.workload.Current > o.lastCurrent {
+			o.lastScaleUp = now
+		}
+		o.lastCurrent = e.workload.Current
+
+		d := e.dec
+		s.metrics.decisions.WithLabelValues(k.namespace, k.name, string(d.Limit)).Inc()
+		if d.Limit == scaler.LimitBusy {
+			s.metrics.scaleDownHeld.WithLabelValues(k.namespace, k.name).Inc()
+		}
+		if o.seen && o.limit != d.Limit {
+			s.metrics.limitChanges.WithLabelValues(k.namespace, k.name).Inc()
+			if s.opts.Events != nil {
+				s.opts.Events.LimitChanged(e.so, o.limit, d.Limit, d.Explain())
+			}
+		}
+		o.limit, o.seen = d.Limit, true
+		if s.log.Enabled(context.Background(), slog.LevelDebug) {
+			s.log.Debug("decision", "namespace", k.namespace, "scaledobject", k.name,
+				"replicas", d.Replicas, "limit", string(d.Limit), "need", d.Need, "current", d.Current,
+				"ready", d.Ready, "pending", d.Pending, "fit", e.workload.Fit, "share", e.share,
+				"depth", d.Depth, "explain", d.Explain())
+		}
+	}
+	for k := range p.obs {
+		if !seen[k] {
+			delete(p.obs, k)
+		}
+	}
+}
+
+func (p *planner) publish(next *plan) {
+	p.lock.Lock()
+	prev := p.cur
+	p.cur = next
+	p.lock.Unlock()
+	close(prev.next)
+}
+
+// gather reads one trigger's inputs from the caches. With ctx already done it never waits;
+// otherwise it may wait (until ctx ends) for the first read of a queue nobody asked for yet.
+// It returns a gRPC status error when there is no decision to make.
+func (s *Server) gather(ctx context.Context, e *entry, o *observation, now time.Time) (scaler.Input, scaler.Policy, error) {
+	cfg, so := e.cfg, e.so
+	ref := so.Target
+	if cfg.TargetKind != "" {
+		ref = TargetRef{Namespace: so.Namespace, Kind: cfg.TargetKind, Name: cfg.TargetName}
+	}
+	pol := cfg.Policy
+	if !cfg.MaxSet {
+		pol.MaxReplicas = so.MaxReplicas // 0 takes KEDA's default, as in Decide
+	}
+	w, err := s.opts.Cluster.Workload(ref, cfg.Footprint, cfg.Reserve)
+	if err != nil {
+		return scaler.Input{}, pol, clusterStatus(fmt.Sprintf("scale target %s %s/%s", ref.Kind, ref.Namespace, ref.Name), err)
+	}
+	e.workload = w
+	snap, err := s.opts.Queue.Snapshot(ctx, cfg.Selector)
+	if err != nil {
+		return scaler.Input{}, pol, queueStatus(cfg.Selector, err)
+	}
+	e.snap = snap
+	if err := s.fresh(snap, now, cfg.Selector); err != nil {
+		return scaler.Input{}, pol, err
+	}
+	in := scaler.Input{
+		Queue: scaler.Queue{
+			Ready: snap.Ready, Unacked: snap.Unacked,
+			PublishRate: snap.PublishRate, DeliverRate: snap.DeliverRate, RatesKnown: snap.RatesKnown,
+			InFlightVisible: snap.InFlightVisible,
+		},
+		Current: w.Current, Ready: w.Ready, Pending: w.Pending, Fit: w.Fit,
+	}
+	if o != nil {
+		in.Queue.EmptySince = o.emptySince
+		in.LastScaleUp = o.lastScaleUp
+	}
+	return in, pol, nil
+}
+
+// fresh reports an Unavailable error when snap is older than the configured bound.
+func (s *Server) fresh(snap queue.Snapshot, now time.Time, sel queue.Selector) error {
+	if age := now.Sub(snap.Fetched); age > s.opts.MaxSnapshotAge {
+		return status.Errorf(codes.Unavailable, "queue %s: last successful read of broker %q was %s ago (bound %s): the broker is slow or unreachable; not answering from stale data",
+			describe(sel), sel.Broker, age.Round(time.Millisecond), s.opts.MaxSnapshotAge)
+	}
+	return nil
+}
+
+func describe(sel queue.Selector) string {
+	vh := sel.VHost
+	if vh == "" {
+		vh = queue.DefaultVHost
+	}
+	if sel.Pattern != "" {
+		return fmt.Sprintf("pattern %q (vhost %q, %s)", sel.Pattern, vh, sel.Op)
+	}
+	return fmt.Sprintf("%q (vhost %q)", sel.Queue, vh)
+}
+
+// queueStatus maps a snapshot error to a gRPC status.
+func queueStatus(sel queue.Selector, err error) error {
+	switch {
+	case errors.Is(err, queue.ErrNotFound):
+		return status.Errorf(codes.NotFound, "queue %s on broker %q does not exist: %v", describe(sel), sel.Broker, err)
+	case errors.Is(err, queue.ErrUnknownBroker), errors.Is(err, queue.ErrUnsupported):
+		return status.Errorf(codes.InvalidArgument, "%v", err)
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return status.Errorf(codes.Unavailable, "queue %s on broker %q: first read not done yet; retry", describe(sel), sel.Broker)
+	case errors.Is(err, queue.ErrClosed):
+		return status.Errorf(codes.Unavailable, "server shutting down")
+	}
+	return status.Errorf(codes.Unavailable, "broker %q unreachable, no queue reading (KEDA's fallback applies): %v", sel.Broker, err)
+}
+
+// clusterStatus maps a cluster cache error to a gRPC status.
+func clusterStatus(what string, err error) error {
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return status.Errorf(codes.NotFound, "%s: not found in the cluster: %v", what, err)
+	case errors.Is(err, ErrNotSynced):
+		return status.Errorf(codes.Unavailable, "%s: %v", what, err)
+	}
+	return status.Errorf(codes.Unavailable, "%s: %v", what, err)
+}
+
+// triggerKeys lists the keys of a plan's entries in a stable order.
+func (pl *plan) sortedKeys() []entryKey {
+	ks := make([]entryKey, 0, len(pl.entries))
+	for k := range pl.entries {
+		ks = append(ks, k)
+	}
+	sort.Slice(ks, func(i, j int) bool {
+		a, b := ks[i], ks[j]
+		if a.namespace != b.namespace {
+			return a.namespace < b.namespace
+		}
+		if a.name != b.name {
+			return a.name < b.name
+		}
+		return strings.Compare(a.canon, b.canon) < 0
+	})
+	return ks
+}
