@@ -1,0 +1,127 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/headroom-autoscaler/headroom/capacity"
+)
+
+// Capacity adapts a *capacity.Cluster to ClusterReader, Syncer and NodeLister.
+type Capacity struct {
+	Cluster *capacity.Cluster
+	// Addresses are the scalerAddress values by which ScaledObjects name this scaler. When
+	// empty, every external or external-push trigger whose metadata names a queue (queue or
+	// queuePattern) is taken as pointing at this scaler.
+	Addresses []string
+	// TargetTimeout bounds a read of a target other than a Deployment or StatefulSet (through
+	// its /scale subresource). Default 5s.
+	TargetTimeout time.Duration
+}
+
+var (
+	_ ClusterReader = (*Capacity)(nil)
+	_ Syncer        = (*Capacity)(nil)
+	_ NodeLister    = (*Capacity)(nil)
+)
+
+// Synced reports whether the cluster caches have synced.
+func (c *Capacity) Synced() bool { return c.Cluster.Synced() }
+
+// ScaledObjects lists the ScaledObjects with a trigger pointing at this scaler.
+func (c *Capacity) ScaledObjects() ([]ScaledObject, error) {
+	if !c.Cluster.Synced() {
+		return nil, ErrNotSynced
+	}
+	var out []ScaledObject
+	for _, so := range c.Cluster.ScaledObjects() {
+		if s, ok := c.convert(so); ok {
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
+// ScaledObject returns one ScaledObject that points at this scaler.
+func (c *Capacity) ScaledObject(namespace, name string) (ScaledObject, error) {
+	if !c.Cluster.Synced() {
+		return ScaledObject{}, ErrNotSynced
+	}
+	for _, so := range c.Cluster.ScaledObjects() {
+		if so.Namespace == namespace && so.Name == name {
+			s, _ := c.convert(so)
+			return s, nil
+		}
+	}
+	return ScaledObject{}, ErrNotFound
+}
+
+func (c *Capacity) convert(so capacity.ScaledObject) (ScaledObject, bool) {
+	out := ScaledObject{
+		Namespace: so.Namespace, Name: so.Name, UID: so.UID,
+		Target:      TargetRef{Namespace: so.Target.Namespace, Kind: so.Target.Kind, Name: so.Target.Name},
+		MaxReplicas: so.MaxReplicas,
+	}
+	var trig []capacity.Trigger
+	if len(c.Addresses) > 0 {
+		trig = so.TriggersFor(c.Addresses)
+	} else {
+		for _, t := range so.Triggers {
+			if (t.Type == capacity.TriggerExternal || t.Type == capacity.TriggerExternalPush) &&
+				(t.Metadata[KeyQueue] != "" || t.Metadata[KeyQueuePattern] != "") {
+				trig = append(trig, t)
+			}
+		}
+	}
+	for _, t := range trig {
+		out.Triggers = append(out.Triggers, t.Metadata)
+	}
+	return out, len(out.Triggers) > 0
+}
+
+// Workload reads the target's state and how many more workers of fp fit.
+func (c *Capacity) Workload(ref TargetRef, fp Footprint, reserve Resources) (Workload, error) {
+	if !c.Cluster.Synced() {
+		return Workload{}, ErrNotSynced
+	}
+	timeout := c.TargetTimeout
+	if timeout == 0 {
+		timeout = 5 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	ts, err := c.Cluster.Target(ctx, capacity.TargetRef{Namespace: ref.Namespace, Kind: ref.Kind, Name: ref.Name})
+	if err != nil {
+		if errors.Is(err, capacity.ErrNotFound) {
+			return Workload{}, errors.Join(ErrNotFound, err)
+		}
+		return Workload{}, err
+	}
+	var f capacity.Footprint
+	switch fp.Mode {
+	case FootprintLimits:
+		f = ts.Limits
+	case FootprintExplicit:
+		f = capacity.Footprint{MilliCPU: fp.Explicit.MilliCPU, Memory: fp.Explicit.Memory}
+	default:
+		f = ts.Footprint
+	}
+	fit := c.Cluster.Fit(f, ts.Constraints, capacity.Resources{MilliCPU: reserve.MilliCPU, Memory: reserve.Memory})
+	return Workload{
+		Current: ts.Spec, Ready: ts.Ready, Pending: ts.PendingUnschedulable,
+		Fit:       int32(min(fit, 1<<30)),
+		Footprint: Resources{MilliCPU: f.MilliCPU, Memory: f.Memory},
+	}, nil
+}
+
+// NodesFree lists every node's free room (no reserve).
+func (c *Capacity) NodesFree() []NodeFree {
+	nodes := c.Cluster.Nodes()
+	out := make([]NodeFree, 0, len(nodes))
+	for _, n := range nodes {
+		f := n.Free(capacity.Resources{})
+		out = append(out, NodeFree{Node: n.Name, MilliCPU: f.MilliCPU, Memory: f.Memory, Pods: f.Pods})
+	}
+	return out
+}

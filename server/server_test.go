@@ -1,0 +1,353 @@
+package server_test
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/headroom-autoscaler/headroom/internal/lab"
+	pb "github.com/headroom-autoscaler/headroom/proto"
+	"github.com/headroom-autoscaler/headroom/queue"
+	"github.com/headroom-autoscaler/headroom/server"
+)
+
+const testRefresh = 200 * time.Millisecond
+
+// env is a server on 127.0.0.1:0 reading a real broker, and a real gRPC client.
+type env struct {
+	srv     *server.Server
+	client  pb.ExternalScalerClient
+	cluster *fakeCluster
+	broker  *lab.RabbitMQ
+	reg     *prometheus.Registry
+	skew    atomic.Int64 // added to the server's clock, in nanoseconds
+}
+
+type envOptions struct {
+	extraBrokers []queue.BrokerConfig
+	serverTLS    *tls.Config
+	clientCreds  credentials.TransportCredentials
+}
+
+func newEnv(t *testing.T, o envOptions) *env {
+	t.Helper()
+	rmq := sharedBroker(t)
+	e := &env{cluster: newFakeCluster(), broker: rmq, reg: prometheus.NewRegistry()}
+	brokers := append([]queue.BrokerConfig{{Name: "main", URL: rmq.ManagementURL(), Username: "guest", Password: "guest"}}, o.extraBrokers...)
+	reader, err := queue.NewReader(brokers, queue.Options{Refresh: testRefresh, Timeout: time.Second})
+	if err != nil {
+		t.Fatalf("new reader: %v", err)
+	}
+	reader.Start(context.Background())
+	srv, err := server.New(server.Options{
+		Queue: reader, Brokers: reader, Cluster: e.cluster, Registerer: e.reg,
+		Refresh: testRefresh, Version: "test",
+		Now: func() time.Time { return time.Now().Add(time.Duration(e.skew.Load())) },
+	})
+	if err != nil {
+		t.Fatalf("new server: %v", err)
+	}
+	srv.Start(context.Background())
+	e.srv = srv
+
+	var sopts []grpc.ServerOption
+	if o.serverTLS != nil {
+		sopts = append(sopts, grpc.Creds(credentials.NewTLS(o.serverTLS)))
+	}
+	sopts = append(sopts, grpc.ChainUnaryInterceptor(srv.UnaryInterceptor()), grpc.ChainStreamInterceptor(srv.StreamInterceptor()))
+	g := grpc.NewServer(sopts...)
+	srv.Register(g)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		_ = g.Serve(lis)
+	}()
+	creds := o.clientCreds
+	if creds == nil {
+		creds = insecure.NewCredentials()
+	}
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(creds))
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	e.client = pb.NewExternalScalerClient(conn)
+	t.Cleanup(func() {
+		_ = conn.Close()
+		srv.Close() // ends streams, then in-flight calls finish
+		g.GracefulStop()
+		<-served
+		_ = reader.Close()
+	})
+	return e
+}
+
+// queueName returns a queue name unique to the test, declared on the broker.
+func (e *env) queue(t *testing.T, suffix string) string {
+	t.Helper()
+	name := strings.NewReplacer("/", "-", " ", "-").Replace(t.Name()) + "-" + suffix
+	if err := e.broker.Admin().DeclareQueue(t.Context(), "/", name); err != nil {
+		t.Fatalf("declare %s: %v", name, err)
+	}
+	t.Cleanup(func() { _ = e.broker.Admin().DeleteQueue(context.Background(), "/", name) })
+	return name
+}
+
+func ref(ns, name string, md map[string]string) *pb.ScaledObjectRef {
+	return &pb.ScaledObjectRef{Namespace: ns, Name: name, ScalerMetadata: md}
+}
+
+// metric calls GetMetrics until the planner has read the queue (the first read of a new
+// queue happens at the next refresh), then returns the value or the final error.
+func (e *env) metric(t *testing.T, r *pb.ScaledObjectRef) (float64, error) {
+	t.Helper()
+	var err error
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		e.srv.PlanNow()
+		var resp *pb.GetMetricsResponse
+		resp, err = e.client.GetMetrics(t.Context(), &pb.GetMetricsRequest{ScaledObjectRef: r, MetricName: server.MetricName})
+		if err == nil {
+			if n := len(resp.MetricValues); n != 1 {
+				t.Fatalf("GetMetrics returned %d values, want 1", n)
+			}
+			v := resp.MetricValues[0]
+			if float64(v.MetricValue) != v.MetricValueFloat {
+				t.Errorf("metricValue %d and metricValueFloat %v disagree", v.MetricValue, v.MetricValueFloat)
+			}
+			return v.MetricValueFloat, nil
+		}
+		if !strings.Contains(err.Error(), "first read not done") {
+			return 0, err
+		}
+	}
+	return 0, err
+}
+
+func TestGetMetricsFollowsQueueBoundedByFit(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	q := e.queue(t, "jobs")
+	if err := e.broker.Admin().Publish(t.Context(), "/", q, 7); err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+	md := map[string]string{"scalerAddress": "headroom:9090", "broker": "main", "queue": q}
+	e.cluster.add("default", "worker", server.Workload{}, md)
+	r := ref("default", "worker", md)
+
+	// Wait until the broker's statistics show the 7 messages.
+	e.cluster.set("worker", server.Workload{Current: 100, Ready: 100, Fit: 100})
+	waitFor(t, "7 messages visible", func() bool { v, err := e.metric(t, r); return err == nil && v == 7 })
+
+	tests := []struct {
+		name string
+		w    server.Workload
+		want float64
+	}{
+		{name: "from zero, one step", w: server.Workload{Fit: 10}, want: 1},
+		{name: "queue served", w: server.Workload{Current: 6, Ready: 6, Fit: 10}, want: 7},
+		{name: "no room", w: server.Workload{Current: 6, Ready: 6, Fit: 0}, want: 6},
+		{name: "room for one", w: server.Workload{Current: 4, Ready: 4, Fit: 1}, want: 5},
+		{name: "step not ready yet is held by step", w: server.Workload{Current: 2, Ready: 2, Fit: 10}, want: 3},
+		{name: "pending pods stop stepping", w: server.Workload{Current: 3, Ready: 2, Pending: 1, Fit: 10}, want: 3},
+		{name: "scale down to need", w: server.Workload{Current: 12, Ready: 12, Fit: 10}, want: 7},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e.cluster.set("worker", tc.w)
+			got, err := e.metric(t, r)
+			if err != nil {
+				t.Fatalf("GetMetrics: %v", err)
+			}
+			if got != tc.want {
+				t.Errorf("GetMetrics = %v, want %v", got, tc.want)
+			}
+			act, err := e.client.IsActive(t.Context(), r)
+			if err != nil {
+				t.Fatalf("IsActive: %v", err)
+			}
+			if act.Result != (tc.want > 0) {
+				t.Errorf("IsActive = %v, want %v", act.Result, tc.want > 0)
+			}
+		})
+	}
+
+	t.Run("metric spec", func(t *testing.T) {
+		spec, err := e.client.GetMetricSpec(t.Context(), r)
+		if err != nil {
+			t.Fatalf("GetMetricSpec: %v", err)
+		}
+		if len(spec.MetricSpecs) != 1 || spec.MetricSpecs[0].TargetSize != 1 || spec.MetricSpecs[0].TargetSizeFloat != 1 || spec.MetricSpecs[0].MetricName != server.MetricName {
+			t.Errorf("GetMetricSpec = %v, want one metric %q with target 1", spec.MetricSpecs, server.MetricName)
+		}
+	})
+
+	t.Run("empty queue scales to zero", func(t *testing.T) {
+		if err := e.broker.Admin().PurgeQueue(t.Context(), "/", q); err != nil {
+			t.Fatalf("purge: %v", err)
+		}
+		e.cluster.set("worker", server.Workload{Current: 7, Ready: 7, Fit: 10})
+		waitFor(t, "zero after purge", func() bool { v, err := e.metric(t, r); return err == nil && v == 0 })
+		act, err := e.client.IsActive(t.Context(), r)
+		if err != nil || act.Result {
+			t.Errorf("IsActive = %v, %v; want false", act, err)
+		}
+	})
+}
+
+func TestShareSplitsRoomByWeight(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	qa, qb := e.queue(t, "a"), e.queue(t, "b")
+	for _, q := range []string{qa, qb} {
+		if err := e.broker.Admin().Publish(t.Context(), "/", q, 20); err != nil {
+			t.Fatalf("publish: %v", err)
+		}
+	}
+	mda := map[string]string{"queue": qa, "stepPods": "10", "weight": "3"}
+	mdb := map[string]string{"queue": qb, "stepPods": "10", "weight": "1"}
+	// Both targets fit 4 more workers alone: the same 4 slots, split 3:1.
+	e.cluster.add("default", "a", server.Workload{Current: 2, Ready: 2, Fit: 4}, mda)
+	e.cluster.add("default", "b", server.Workload{Current: 2, Ready: 2, Fit: 4}, mdb)
+	waitFor(t, "shares applied", func() bool {
+		a, errA := e.metric(t, ref("default", "a", mda))
+		b, errB := e.metric(t, ref("default", "b", mdb))
+		return errA == nil && errB == nil && a == 5 && b == 3
+	})
+}
+
+func TestErrors(t *testing.T) {
+	closed, err := lab.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, envOptions{extraBrokers: []queue.BrokerConfig{{Name: "down", URL: fmt.Sprintf("http://127.0.0.1:%d", closed)}}})
+	q := e.queue(t, "q")
+	okMD := map[string]string{"broker": "main", "queue": q}
+	e.cluster.add("default", "ok", server.Workload{Current: 1, Ready: 1, Fit: 1}, okMD)
+	downMD := map[string]string{"broker": "down", "queue": "jobs"}
+	e.cluster.add("default", "down", server.Workload{Current: 1, Ready: 1, Fit: 1}, downMD)
+	missingMD := map[string]string{"broker": "main", "queue": "no-such-queue-" + q}
+	e.cluster.add("default", "missing", server.Workload{Current: 1, Ready: 1, Fit: 1}, missingMD)
+	if _, err := e.metric(t, ref("default", "ok", okMD)); err != nil {
+		t.Fatalf("baseline GetMetrics: %v", err)
+	}
+
+	tests := []struct {
+		name     string
+		ref      *pb.ScaledObjectRef
+		code     codes.Code
+		contains []string
+	}{
+		{name: "unknown key", ref: ref("default", "ok", map[string]string{"broker": "main", "queue": q, "messagesPerRepica": "5"}),
+			code: codes.InvalidArgument, contains: []string{"messagesPerRepica", `"5"`, "unknown key"}},
+		{name: "bad number", ref: ref("default", "ok", map[string]string{"broker": "main", "queue": q, "messagesPerReplica": "-3"}),
+			code: codes.InvalidArgument, contains: []string{"messagesPerReplica", `"-3"`}},
+		{name: "bad duration", ref: ref("default", "ok", map[string]string{"broker": "main", "queue": q, "stepTimeout": "soon"}),
+			code: codes.InvalidArgument, contains: []string{"stepTimeout", `"soon"`}},
+		{name: "bad footprint", ref: ref("default", "ok", map[string]string{"broker": "main", "queue": q, "footprint": "cpu=lots"}),
+			code: codes.InvalidArgument, contains: []string{"footprint", "cpu=lots"}},
+		{name: "queue and pattern", ref: ref("default", "ok", map[string]string{"broker": "main", "queue": q, "queuePattern": "^x"}),
+			code: codes.InvalidArgument, contains: []string{"queuePattern", `"^x"`}},
+		{name: "unknown broker", ref: ref("default", "ok", map[string]string{"broker": "nope", "queue": q}),
+			code: codes.InvalidArgument, contains: []string{"broker", `"nope"`, "main"}},
+		{name: "no queue", ref: ref("default", "ok", map[string]string{"broker": "main"}),
+			code: codes.InvalidArgument, contains: []string{"queue"}},
+		{name: "unknown scaledobject", ref: ref("default", "ghost", okMD),
+			code: codes.NotFound, contains: []string{"default/ghost"}},
+		{name: "missing queue", ref: ref("default", "missing", missingMD),
+			code: codes.NotFound, contains: []string{"no-such-queue-"}},
+		{name: "broker down", ref: ref("default", "down", downMD),
+			code: codes.Unavailable, contains: []string{`"down"`, "unreachable"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := e.metric(t, tc.ref)
+			checkStatus(t, "GetMetrics", err, tc.code, tc.contains)
+			_, err = e.client.IsActive(t.Context(), tc.ref)
+			checkStatus(t, "IsActive", err, tc.code, tc.contains)
+			_, err = e.client.GetMetricSpec(t.Context(), tc.ref)
+			if tc.code == codes.InvalidArgument {
+				checkStatus(t, "GetMetricSpec", err, tc.code, tc.contains)
+			} else if err != nil {
+				t.Errorf("GetMetricSpec on valid metadata: %v, want success", err)
+			}
+		})
+	}
+
+	t.Run("stale snapshot", func(t *testing.T) {
+		e.skew.Store(int64(time.Minute)) // the last read now looks a minute old
+		defer e.skew.Store(0)
+		_, err := e.client.GetMetrics(t.Context(), &pb.GetMetricsRequest{ScaledObjectRef: ref("default", "ok", okMD)})
+		checkStatus(t, "GetMetrics", err, codes.Unavailable, []string{"ago", "stale"})
+	})
+}
+
+func checkStatus(t *testing.T, call string, err error, code codes.Code, contains []string) {
+	t.Helper()
+	if got := status.Code(err); got != code {
+		t.Fatalf("%s: code %v (%v), want %v", call, got, err, code)
+	}
+	for _, s := range contains {
+		if !strings.Contains(err.Error(), s) {
+			t.Errorf("%s: error %q does not mention %q", call, err, s)
+		}
+	}
+}
+
+func TestStreamIsActivePushesOnPublish(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	q := e.queue(t, "q")
+	md := map[string]string{"queue": q}
+	e.cluster.add("default", "w", server.Workload{Fit: 5}, md)
+	if _, err := e.metric(t, ref("default", "w", md)); err != nil {
+		t.Fatalf("first read: %v", err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	stream, err := e.client.StreamIsActive(ctx, ref("default", "w", md))
+	if err != nil {
+		t.Fatalf("StreamIsActive: %v", err)
+	}
+	first, err := stream.Recv()
+	if err != nil || first.Result {
+		t.Fatalf("first push = %v, %v; want false at once", first, err)
+	}
+	start := time.Now()
+	if err := e.broker.Admin().Publish(t.Context(), "/", q, 3); err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+	got, err := stream.Recv()
+	if err != nil || !got.Result {
+		t.Fatalf("push after publish = %v, %v; want true", got, err)
+	}
+	t.Logf("true pushed %v after the publish (broker refresh %v, management sample lag included)", time.Since(start).Round(time.Millisecond), testRefresh)
+
+	// Server shutdown ends the stream.
+	e.srv.Close()
+	if _, err := stream.Recv(); status.Code(err) != codes.Unavailable {
+		t.Errorf("after Close: Recv error %v, want Unavailable", err)
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
