@@ -182,7 +182,9 @@ func (it apiQueue) stat(sent time.Time) queueStat {
 		for _, smp := range md.Samples {
 			last = max(last, smp.Timestamp)
 		}
-		if last > 0 {
+		// Sample timestamps sit on interval boundaries and may round past the moment of the
+		// request; the numbers cannot be newer than the request.
+		if last > 0 && time.UnixMilli(last).Before(sent) {
 			st.at = time.UnixMilli(last)
 		}
 	}

@@ -1,0 +1,463 @@
+package queue_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/headroom-autoscaler/headroom/internal/lab"
+	"github.com/headroom-autoscaler/headroom/internal/lab/labtest"
+	"github.com/headroom-autoscaler/headroom/queue"
+)
+
+// modes runs a test against both ways of reading the same real broker.
+var modes = []struct {
+	name   string
+	config func(r *lab.RabbitMQ) queue.BrokerConfig
+}{
+	{"management", func(r *lab.RabbitMQ) queue.BrokerConfig {
+		return queue.BrokerConfig{Name: "rmq", URL: r.ManagementURL(), Username: "guest", Password: "guest"}
+	}},
+	{"amqp", func(r *lab.RabbitMQ) queue.BrokerConfig {
+		return queue.BrokerConfig{Name: "rmq", URL: r.AMQPURL()}
+	}},
+}
+
+const testRefresh = 200 * time.Millisecond
+
+func startReader(t *testing.T, cfg queue.BrokerConfig, opts queue.Options) *queue.Reader {
+	t.Helper()
+	if opts.Refresh == 0 {
+		opts.Refresh = testRefresh
+	}
+	rd, err := queue.NewReader([]queue.BrokerConfig{cfg}, opts)
+	if err != nil {
+		t.Fatalf("NewReader: %v", err)
+	}
+	rd.Start(t.Context())
+	t.Cleanup(func() { _ = rd.Close() })
+	return rd
+}
+
+// waitSnapshot polls until ok accepts a snapshot (the management statistics lag about a
+// second) and returns it; on timeout it fails with the last reading.
+func waitSnapshot(t *testing.T, rd *queue.Reader, sel queue.Selector, what string, ok func(queue.Snapshot, error) bool) queue.Snapshot {
+	t.Helper()
+	var snap queue.Snapshot
+	var serr error
+	err := lab.WaitFor(t.Context(), what, 30*time.Second, 50*time.Millisecond, func(ctx context.Context) error {
+		snap, serr = rd.Snapshot(ctx, sel)
+		if ok(snap, serr) {
+			return nil
+		}
+		return fmt.Errorf("last snapshot %+v, error %v", snap, serr)
+	})
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	return snap
+}
+
+func setup(t *testing.T, r *lab.RabbitMQ, vhost string, queues map[string]int) {
+	t.Helper()
+	a := r.Admin()
+	if err := a.AddVHost(t.Context(), vhost); err != nil {
+		t.Fatalf("add vhost %q: %v", vhost, err)
+	}
+	for q, n := range queues {
+		if err := a.DeclareQueue(t.Context(), vhost, q); err != nil {
+			t.Fatalf("declare %q: %v", q, err)
+		}
+		if err := a.Publish(t.Context(), vhost, q, n); err != nil {
+			t.Fatalf("publish to %q: %v", q, err)
+		}
+	}
+}
+
+// holdMessages consumes from a queue with a prefetch and never acknowledges, as a busy
+// worker does. It returns the local address of its connection.
+func holdMessages(t *testing.T, r *lab.RabbitMQ, vhost, q, tag string, prefetch int) *net.TCPAddr {
+	t.Helper()
+	conn, err := amqp.DialConfig(r.AMQPURL(), amqp.Config{Vhost: vhost})
+	if err != nil {
+		t.Fatalf("consumer dial: %v", err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatalf("consumer channel: %v", err)
+	}
+	if err := ch.Qos(prefetch, 0, false); err != nil {
+		t.Fatalf("qos: %v", err)
+	}
+	deliveries, err := ch.Consume(q, tag, false, false, false, false, nil)
+	if err != nil {
+		t.Fatalf("consume: %v", err)
+	}
+	for i := 0; i < prefetch; i++ {
+		select {
+		case <-deliveries:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("consumer got %d deliveries, want %d", i, prefetch)
+		}
+	}
+	return conn.LocalAddr().(*net.TCPAddr)
+}
+
+func TestDepthsWithBusyConsumer(t *testing.T) {
+	r := sharedBroker(t)
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			vhost := "depth-" + m.name
+			setup(t, r, vhost, map[string]int{"jobs": 5})
+			local := holdMessages(t, r, vhost, "jobs", "worker-1", 2)
+			rd := startReader(t, m.config(r), queue.Options{})
+			sel := queue.Selector{Broker: "rmq", VHost: vhost, Queue: "jobs"}
+
+			want := queue.Snapshot{Ready: 3, Unacked: 2, Consumers: 1, Queues: 1, InFlightVisible: true}
+			if m.name == "amqp" {
+				want.Unacked, want.InFlightVisible = 0, false
+			}
+			got := waitSnapshot(t, rd, sel, "depths", func(s queue.Snapshot, err error) bool {
+				return err == nil && s.Ready == want.Ready && s.Unacked == want.Unacked && s.Consumers == want.Consumers
+			})
+			if got.Queues != want.Queues || got.InFlightVisible != want.InFlightVisible {
+				t.Errorf("got queues %d in-flight visible %v, want %d %v", got.Queues, got.InFlightVisible, want.Queues, want.InFlightVisible)
+			}
+			if got.At.IsZero() || got.At.After(got.Fetched) {
+				t.Errorf("got At %v Fetched %v, want a non-zero At no later than Fetched", got.At, got.Fetched)
+			}
+
+			consumers, err := rd.Consumers(t.Context(), sel)
+			if m.name == "amqp" {
+				if !errors.Is(err, queue.ErrUnsupported) {
+					t.Errorf("Consumers in AMQP mode: got %v, want ErrUnsupported", err)
+				}
+				return
+			}
+			wantC := queue.Consumer{PeerHost: "127.0.0.1", PeerPort: local.Port, Channel: 1, Tag: "worker-1", Queue: "jobs", VHost: vhost, Unacked: 2, Prefetch: 2}
+			err = lab.WaitFor(t.Context(), "consumer detail", 30*time.Second, 50*time.Millisecond, func(ctx context.Context) error {
+				consumers, err = rd.Consumers(ctx, sel)
+				if err != nil {
+					return err
+				}
+				if len(consumers) != 1 || consumers[0] != wantC {
+					return fmt.Errorf("got %+v, want [%+v]", consumers, wantC)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func TestPatternOps(t *testing.T) {
+	r := sharedBroker(t)
+	vhost := "pattern"
+	setup(t, r, vhost, map[string]int{"task-a": 2, "task-b": 5, "task-c": 0, "other": 9})
+
+	t.Run("management", func(t *testing.T) {
+		rd := startReader(t, modes[0].config(r), queue.Options{})
+		tests := []struct {
+			name      string
+			op        queue.Op
+			wantReady int64
+		}{
+			{name: "sum", op: queue.OpSum, wantReady: 7},
+			{name: "max", op: queue.OpMax, wantReady: 5},
+			{name: "avg rounds up", op: queue.OpAvg, wantReady: 3},
+		}
+		for _, tc := range tests {
+			t.Run(tc.name, func(t *testing.T) {
+				sel := queue.Selector{Broker: "rmq", VHost: vhost, Pattern: "^task-", Op: tc.op}
+				got := waitSnapshot(t, rd, sel, "pattern "+tc.name, func(s queue.Snapshot, err error) bool {
+					return err == nil && s.Ready == tc.wantReady
+				})
+				if got.Queues != 3 {
+					t.Errorf("got %d queues matched, want 3", got.Queues)
+				}
+			})
+		}
+	})
+	t.Run("amqp", func(t *testing.T) {
+		rd := startReader(t, modes[1].config(r), queue.Options{})
+		_, err := rd.Snapshot(t.Context(), queue.Selector{Broker: "rmq", VHost: vhost, Pattern: "^task-"})
+		if !errors.Is(err, queue.ErrUnsupported) || !strings.Contains(err.Error(), "exact queue names") {
+			t.Errorf("pattern in AMQP mode: got %v, want ErrUnsupported saying exact names only", err)
+		}
+		got := waitSnapshot(t, rd, queue.Selector{Broker: "rmq", VHost: vhost, Queue: "task-b"}, "exact", func(s queue.Snapshot, err error) bool {
+			return err == nil && s.Ready == 5
+		})
+		if got.InFlightVisible {
+			t.Errorf("got InFlightVisible true over AMQP, want false")
+		}
+	})
+}
+
+// countingTransport counts the requests that reach the broker.
+type countingTransport struct {
+	next http.RoundTripper
+	n    atomic.Int64
+}
+
+func (c *countingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	c.n.Add(1)
+	return c.next.RoundTrip(req)
+}
+
+func (c *countingTransport) wrap(rt http.RoundTripper) http.RoundTripper {
+	c.next = rt
+	return c
+}
+
+func TestPagination(t *testing.T) {
+	r := sharedBroker(t)
+	vhost := "paging"
+	setup(t, r, vhost, map[string]int{"p-00": 1})
+	var names []string
+	for i := 1; i < 25; i++ {
+		names = append(names, fmt.Sprintf("p-%02d", i))
+	}
+	if err := r.Admin().DeclareQueues(t.Context(), vhost, names...); err != nil {
+		t.Fatalf("declare queues: %v", err)
+	}
+	if err := r.Admin().Publish(t.Context(), vhost, "p-24", 2); err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+
+	var count countingTransport
+	rd := startReader(t, modes[0].config(r), queue.Options{PageSize: 10, WrapTransport: count.wrap})
+	all := waitSnapshot(t, rd, queue.Selector{Broker: "rmq", VHost: vhost, Pattern: "^p-"}, "all pages", func(s queue.Snapshot, err error) bool {
+		return err == nil && s.Queues == 25 && s.Ready == 3
+	})
+	if all.Unacked != 0 {
+		t.Errorf("got unacked %d, want 0", all.Unacked)
+	}
+	waitSnapshot(t, rd, queue.Selector{Broker: "rmq", VHost: vhost, Queue: "p-24"}, "queue on the last page", func(s queue.Snapshot, err error) bool {
+		return err == nil && s.Ready == 2
+	})
+
+	// Settle on a refresh boundary, then check that each refresh read exactly three pages.
+	<-rd.Refreshed("rmq")
+	st, err := rd.BrokerStats("rmq")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := count.n.Load(), 3*st.Refreshes; got != want || st.Requests != got {
+		t.Errorf("got %d requests counted (stats %d) for %d refreshes, want %d (3 pages each)", got, st.Requests, st.Refreshes, want)
+	}
+}
+
+func TestMissingQueueThenDeclared(t *testing.T) {
+	r := sharedBroker(t)
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			vhost := "missing-" + m.name
+			setup(t, r, vhost, nil)
+			rd := startReader(t, m.config(r), queue.Options{})
+			sel := queue.Selector{Broker: "rmq", VHost: vhost, Queue: "late"}
+			if _, err := rd.Snapshot(t.Context(), sel); !errors.Is(err, queue.ErrNotFound) {
+				t.Fatalf("before declare: got error %v, want ErrNotFound", err)
+			}
+			if m.name == "management" {
+				_, err := rd.Snapshot(t.Context(), queue.Selector{Broker: "rmq", VHost: vhost, Pattern: "^late"})
+				if !errors.Is(err, queue.ErrNotFound) {
+					t.Errorf("pattern matching nothing: got %v, want ErrNotFound", err)
+				}
+				_, err = rd.Snapshot(t.Context(), queue.Selector{Broker: "rmq", VHost: "no-such-vhost", Queue: "late"})
+				if !errors.Is(err, queue.ErrNotFound) {
+					t.Errorf("queue in a missing vhost: got %v, want ErrNotFound", err)
+				}
+			}
+			if err := r.Admin().DeclareQueue(t.Context(), vhost, "late"); err != nil {
+				t.Fatal(err)
+			}
+			if err := r.Admin().Publish(t.Context(), vhost, "late", 1); err != nil {
+				t.Fatal(err)
+			}
+			waitSnapshot(t, rd, sel, "declared queue", func(s queue.Snapshot, err error) bool {
+				return err == nil && s.Ready == 1
+			})
+		})
+	}
+}
+
+func TestWrongCredentials(t *testing.T) {
+	r := sharedBroker(t)
+	const secret = "Wr0ng-s3cret!"
+	tests := []struct {
+		name  string
+		cfg   queue.BrokerConfig
+		check func(t *testing.T, err error)
+	}{
+		{
+			name: "management password field",
+			cfg:  queue.BrokerConfig{Name: "rmq", URL: r.ManagementURL(), Username: "guest", Password: secret},
+			check: func(t *testing.T, err error) {
+				var he *queue.HTTPError
+				if !errors.As(err, &he) || he.Status != http.StatusUnauthorized {
+					t.Errorf("got %v, want an HTTPError with status 401", err)
+				}
+			},
+		},
+		{
+			name: "management password in url",
+			cfg:  queue.BrokerConfig{Name: "rmq", URL: strings.Replace(r.ManagementURL(), "http://", "http://guest:"+secret+"@", 1)},
+			check: func(t *testing.T, err error) {
+				if !strings.Contains(err.Error(), "username and password") {
+					t.Errorf("got %v, want it to say to check the username and password", err)
+				}
+			},
+		},
+		{
+			name: "amqp",
+			cfg:  queue.BrokerConfig{Name: "rmq", URL: strings.Replace(r.AMQPURL(), "guest:guest", "guest:"+secret, 1)},
+			check: func(t *testing.T, err error) {
+				var ae *amqp.Error
+				if !errors.As(err, &ae) || ae.Code != amqp.AccessRefused {
+					t.Errorf("got %v, want an amqp.Error with code %d (access refused)", err, amqp.AccessRefused)
+				}
+			},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rd := startReader(t, tc.cfg, queue.Options{})
+			_, err := rd.Snapshot(t.Context(), queue.Selector{Broker: "rmq", Queue: "anything"})
+			if err == nil || errors.Is(err, queue.ErrNotFound) {
+				t.Fatalf("got %v, want an authentication error", err)
+			}
+			if strings.Contains(err.Error(), secret) {
+				t.Errorf("error %q contains the password", err)
+			}
+			tc.check(t, err)
+			st, _ := rd.BrokerStats("rmq")
+			if st.LastError == nil || strings.Contains(st.LastError.Error(), secret) {
+				t.Errorf("BrokerStats LastError %v: want an error without the password", st.LastError)
+			}
+		})
+	}
+}
+
+// TestBrokerCrashAndRecovery crashes its own broker under both readers, checks they report
+// errors (never an empty queue), restarts the broker and checks the same readers recover.
+func TestBrokerCrashAndRecovery(t *testing.T) {
+	r := labtest.RabbitMQ(t) // its own: this test crashes it
+	setup(t, r, "/", map[string]int{"durable": 3})
+
+	readers := map[string]*queue.Reader{}
+	sel := queue.Selector{Broker: "rmq", Queue: "durable"}
+	for _, m := range modes {
+		readers[m.name] = startReader(t, m.config(r), queue.Options{MaxBackoff: time.Second, Timeout: 2 * time.Second})
+		waitSnapshot(t, readers[m.name], sel, m.name+" before crash", func(s queue.Snapshot, err error) bool {
+			return err == nil && s.Ready == 3
+		})
+	}
+
+	t.Logf("reading; crashing the broker")
+	r.Kill()
+	for name, rd := range readers {
+		snap := waitSnapshot(t, rd, sel, name+" error while down", func(s queue.Snapshot, err error) bool {
+			return err != nil
+		})
+		if snap != (queue.Snapshot{}) {
+			t.Errorf("%s: got snapshot %+v with the error, want the zero Snapshot", name, snap)
+		}
+		_, err := rd.Snapshot(t.Context(), sel)
+		if errors.Is(err, queue.ErrNotFound) || strings.Contains(err.Error(), "guest:guest") {
+			t.Errorf("%s while down: got %v, want a connection error without credentials", name, err)
+		}
+	}
+
+	t.Logf("errors seen; restarting the broker")
+	if err := r.Restart(t.Context()); err != nil {
+		t.Fatalf("restart broker: %v", err)
+	}
+	t.Logf("broker back")
+	for name, rd := range readers {
+		waitSnapshot(t, rd, sel, name+" after restart", func(s queue.Snapshot, err error) bool {
+			return err == nil && s.Ready == 3
+		})
+	}
+}
+
+// TestManyReaders has 200 goroutines read the same queue in a loop: the broker still sees
+// one refresh per interval (one request per refresh in management mode; a channel open and
+// a declare in AMQP mode).
+func TestManyReaders(t *testing.T) {
+	r := sharedBroker(t)
+	setup(t, r, "many", map[string]int{"q": 1})
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			var count countingTransport
+			refresh := 250 * time.Millisecond
+			rd := startReader(t, m.config(r), queue.Options{Refresh: refresh, WrapTransport: count.wrap})
+			sel := queue.Selector{Broker: "rmq", VHost: "many", Queue: "q"}
+			start := time.Now()
+			waitSnapshot(t, rd, sel, "first reading", func(s queue.Snapshot, err error) bool {
+				return err == nil && s.Ready == 1
+			})
+
+			const readers = 200
+			var calls atomic.Int64
+			var wg sync.WaitGroup
+			deadline := start.Add(2 * time.Second)
+			errs := make(chan error, readers)
+			for i := 0; i < readers; i++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for time.Now().Before(deadline) {
+						s, err := rd.Snapshot(t.Context(), sel)
+						if err != nil || s.Ready != 1 {
+							errs <- fmt.Errorf("got %+v, %v; want ready 1", s, err)
+							return
+						}
+						calls.Add(1)
+						time.Sleep(time.Millisecond)
+					}
+				}()
+			}
+			wg.Wait()
+			elapsed := time.Since(start)
+			close(errs)
+			for err := range errs {
+				t.Fatal(err)
+			}
+			<-rd.Refreshed("rmq")
+			st, err := rd.BrokerStats("rmq")
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Ticks that fit in the elapsed time, plus the first read and the one we waited for.
+			maxRefreshes := int64(time.Since(start)/refresh) + 2
+			if st.Refreshes > maxRefreshes {
+				t.Errorf("got %d refreshes in %v, want at most %d (one per %v)", st.Refreshes, elapsed, maxRefreshes, refresh)
+			}
+			wantRequests := st.Refreshes // one /api/queues page per refresh
+			if m.name == "amqp" {
+				wantRequests = 1 + 2*st.Refreshes // one dial, then a channel and a declare per refresh
+			} else if got := count.n.Load(); got != st.Requests {
+				t.Errorf("transport counted %d requests, stats say %d", got, st.Requests)
+			}
+			if st.Requests != wantRequests {
+				t.Errorf("got %d requests for %d refreshes, want %d", st.Requests, st.Refreshes, wantRequests)
+			}
+			if calls.Load() < readers {
+				t.Errorf("got %d snapshot calls, want at least %d", calls.Load(), readers)
+			}
+			t.Logf("%d snapshot calls, %d refreshes, %d broker requests in %v", calls.Load(), st.Refreshes, st.Requests, elapsed)
+		})
+	}
+}
