@@ -34,6 +34,7 @@ type sample struct {
 	desired, running, ready, pending, busy     int32
 	demand                                     int32
 	cpuUsed, memUsed, overcommitted, allocated int64
+	fullest                                    float64 // memory use of the fullest node, % of its allocatable
 }
 
 func (mt *metrics) init(m *model) {
@@ -99,6 +100,9 @@ func (mt *metrics) sample(s *sim) {
 		}
 		for i := range s.nodes {
 			u := s.nodes[i].used(&m.worker)
+			if a := s.nodes[i].allocatable.Memory; a > 0 {
+				row.fullest = max(row.fullest, 100*float64(u.Memory)/float64(a))
+			}
 			row.cpuUsed += u.MilliCPU
 			row.memUsed += u.Memory
 			row.allocated += s.nodes[i].requested(&m.worker).Memory

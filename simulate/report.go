@@ -14,7 +14,6 @@ import (
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
-	"gonum.org/v1/plot/plotutil"
 	"gonum.org/v1/plot/vg"
 )
 
@@ -72,15 +71,21 @@ func (r *Report) WriteOutputs(dir string) error {
 			return err
 		}
 	}
+	alloc := float64(r.model.allocatableMemory()) / (1 << 30)
 	plots := []struct {
 		file, title, y string
 		series         func(s sample) float64
-		allocLine      bool
-		withDemand     bool
+		peak           bool                   // bin by maximum rather than mean
+		ref            func(s sample) float64 // a dashed reference line, or nil
+		refName        string
 	}{
-		{"queue.png", "Ready messages in the queue", "messages", func(s sample) float64 { return float64(s.queue) }, false, false},
-		{"replicas.png", "Worker pods on nodes (dashed: demand)", "pods", func(s sample) float64 { return float64(s.running) }, false, true},
-		{"memory.png", "Cluster memory use (dashed: allocatable)", "GiB", func(s sample) float64 { return float64(s.memUsed) / (1 << 30) }, true, false},
+		{"queue.png", "ready messages in the queue", "messages", func(s sample) float64 { return float64(s.queue) }, true, nil, ""},
+		{"replicas.png", "worker pods on nodes", "pods", func(s sample) float64 { return float64(s.running) }, false,
+			func(s sample) float64 { return float64(s.demand) }, "demand"},
+		{"memory.png", "cluster memory use", "GiB", func(s sample) float64 { return float64(s.memUsed) / (1 << 30) }, false,
+			func(sample) float64 { return alloc }, "allocatable"},
+		{"memory-node.png", "memory use of the fullest node", "% of its allocatable", func(s sample) float64 { return s.fullest }, true,
+			func(sample) float64 { return 100 }, "allocatable"},
 	}
 	for _, pl := range plots {
 		p := plot.New()
@@ -88,44 +93,46 @@ func (r *Report) WriteOutputs(dir string) error {
 		p.X.Label.Text = "hours"
 		p.Y.Label.Text = pl.y
 		p.Legend.Top = true
+		p.Legend.Left = true
 		p.Add(plotter.NewGrid())
-		for i, res := range r.Policies {
-			tl := r.timelines[i]
-			xys := make(plotter.XYs, len(tl))
-			for k, s := range tl {
-				xys[k].X, xys[k].Y = float64(s.t)/3600, pl.series(s)
-			}
-			l, err := plotter.NewLine(xys)
+		add := func(name string, tl []sample, f func(sample) float64, peak bool, c color.Color, width vg.Length, dashed bool) error {
+			l, err := plotter.NewLine(binned(tl, f, peak))
 			if err != nil {
 				return fmt.Errorf("plot %s: %w", pl.file, err)
 			}
-			l.Color = plotutil.Color(i)
-			l.Width = vg.Points(1)
+			l.Color, l.Width = c, width
+			if dashed {
+				l.Dashes = []vg.Length{vg.Points(4), vg.Points(3)}
+			}
 			p.Add(l)
-			p.Legend.Add(res.Name, l)
+			p.Legend.Add(name, l)
+			return nil
 		}
-		if len(r.timelines) > 0 && (pl.withDemand || pl.allocLine) {
-			tl := r.timelines[0]
-			xys := make(plotter.XYs, len(tl))
-			for k, s := range tl {
-				xys[k].X = float64(s.t) / 3600
-				if pl.withDemand {
-					xys[k].Y = float64(s.demand)
-				} else {
-					xys[k].Y = float64(r.model.allocatableMemory()) / (1 << 30)
-				}
+		// Draw headroom last, on top.
+		order := make([]int, 0, len(r.Policies))
+		for i, res := range r.Policies {
+			if res.Name != PolicyHeadroom {
+				order = append(order, i)
 			}
-			l, err := plotter.NewLine(xys)
-			if err != nil {
-				return fmt.Errorf("plot %s: %w", pl.file, err)
+		}
+		for i, res := range r.Policies {
+			if res.Name == PolicyHeadroom {
+				order = append(order, i)
 			}
-			l.Color = color.Black
-			l.Dashes = []vg.Length{vg.Points(4), vg.Points(3)}
-			p.Add(l)
-			if pl.withDemand {
-				p.Legend.Add("demand", l)
-			} else {
-				p.Legend.Add("allocatable", l)
+		}
+		for _, i := range order {
+			name := r.Policies[i].Name
+			width := vg.Points(1.2)
+			if name == PolicyHeadroom {
+				width = vg.Points(2)
+			}
+			if err := add(name, r.timelines[i], pl.series, pl.peak, policyColor(name), width, false); err != nil {
+				return err
+			}
+		}
+		if pl.ref != nil && len(r.timelines) > 0 {
+			if err := add(pl.refName, r.timelines[0], pl.ref, false, color.Black, vg.Points(1), true); err != nil {
+				return err
 			}
 		}
 		if err := p.Save(30*vg.Centimeter, 12*vg.Centimeter, filepath.Join(dir, pl.file)); err != nil {
@@ -133,6 +140,47 @@ func (r *Report) WriteOutputs(dir string) error {
 		}
 	}
 	return r.writeMarkdown(filepath.Join(dir, "report.md"))
+}
+
+// plotPoints is about how many points a plotted series has: a long timeline is binned (mean,
+// or maximum for peaks) so that the lines stay readable.
+const plotPoints = 1500
+
+func binned(tl []sample, f func(sample) float64, peak bool) plotter.XYs {
+	per := max(1, (len(tl)+plotPoints-1)/plotPoints)
+	xys := make(plotter.XYs, 0, len(tl)/per+1)
+	for i := 0; i < len(tl); i += per {
+		j := min(i+per, len(tl))
+		v := 0.0
+		for _, s := range tl[i:j] {
+			if peak {
+				v = max(v, f(s))
+			} else {
+				v += f(s)
+			}
+		}
+		if !peak {
+			v /= float64(j - i)
+		}
+		xys = append(xys, plotter.XY{X: float64(tl[i].t) / 3600, Y: v})
+	}
+	return xys
+}
+
+func policyColor(name string) color.Color {
+	switch name {
+	case PolicyHeadroom:
+		return color.RGBA{R: 0xd6, G: 0x27, B: 0x28, A: 0xff}
+	case PolicyKEDADefault:
+		return color.RGBA{R: 0x2c, G: 0xa0, B: 0x2c, A: 0xff}
+	case PolicyKEDATuned:
+		return color.RGBA{R: 0x1f, G: 0x77, B: 0xb4, A: 0xff}
+	case PolicyCPUHPA:
+		return color.RGBA{R: 0xff, G: 0x7f, B: 0x0e, A: 0xff}
+	case PolicyFixed:
+		return color.RGBA{R: 0x94, G: 0x67, B: 0xbd, A: 0xff}
+	}
+	return color.RGBA{R: 0x7f, G: 0x7f, B: 0x7f, A: 0xff}
 }
 
 func (m *model) allocatableMemory() int64 {
@@ -206,9 +254,11 @@ policy waits less.
 
 ![replicas](replicas.png)
 
-## Cluster memory
+## Memory
 
-![memory](memory.png)
+![cluster memory](memory.png)
+
+![fullest node](memory-node.png)
 
 Timelines: `)
 	for i, res := range r.Policies {
