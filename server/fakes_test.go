@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"google.golang.org/grpc"
 	"sync"
 	"time"
 
@@ -105,3 +106,5 @@ func (q *fixedQueue) at(t time.Time) *fixedQueue {
 	q.snap.At, q.snap.Fetched, q.stats.LastRefresh = t, t, t
 	return q
 }
+
+var grpcInfo = grpc.UnaryServerInfo{FullMethod: "/externalscaler.ExternalScaler/GetMetrics"}

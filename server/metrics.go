@@ -236,3 +236,9 @@ func (s *Server) lastGoodRead(b string, st queue.Stats) time.Time {
 	}
 	return s.good[b]
 }
+
+// DeletionCostPatched counts pod deletion-cost patches made in a namespace (for the
+// busy-aware scale-down).
+func (s *Server) DeletionCostPatched(namespace string, n int) {
+	s.metrics.deletionCostPatchs.WithLabelValues(namespace).Add(float64(n))
+}

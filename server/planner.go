@@ -265,11 +265,15 @@ func (p *planner) observe(pl *plan, now time.Time) {
 
 		d := e.dec
 		s.metrics.decisions.WithLabelValues(k.namespace, k.name, string(d.Limit)).Inc()
+		// Counters start at 0 for every served ScaledObject, so rates and alerts see them.
+		changes := s.metrics.limitChanges.WithLabelValues(k.namespace, k.name)
+		held := s.metrics.scaleDownHeld.WithLabelValues(k.namespace, k.name)
+		s.metrics.deletionCostPatchs.WithLabelValues(k.namespace)
 		if d.Limit == scaler.LimitBusy {
-			s.metrics.scaleDownHeld.WithLabelValues(k.namespace, k.name).Inc()
+			held.Inc()
 		}
 		if o.seen && o.limit != d.Limit {
-			s.metrics.limitChanges.WithLabelValues(k.namespace, k.name).Inc()
+			changes.Inc()
 			if s.opts.Events != nil {
 				s.opts.Events.LimitChanged(e.so, o.limit, d.Limit, d.Explain())
 			}

@@ -1,0 +1,138 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/common/expfmt"
+
+	pb "github.com/headroom-autoscaler/headroom/proto"
+	"github.com/headroom-autoscaler/headroom/queue"
+	"github.com/headroom-autoscaler/headroom/server"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/metrics.golden")
+
+// fixedState builds a server over fixed inputs: two ScaledObjects, one limited by capacity.
+func fixedState(t *testing.T) (*server.Server, *prometheus.Registry) {
+	t.Helper()
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	q := (&fixedQueue{
+		snap:  queue.Snapshot{Ready: 30, Unacked: 4, Consumers: 4, InFlightVisible: true, Queues: 1},
+		stats: queue.Stats{Mode: queue.ModeManagement, Requests: 12, Refreshes: 10, Failures: 1},
+	}).at(now.Add(-2 * time.Second))
+	c := newFakeCluster()
+	c.add("shop", "loader", server.Workload{Current: 4, Ready: 4, Fit: 2}, map[string]string{"queue": "loads"})
+	c.add("shop", "worker", server.Workload{Current: 40, Ready: 40, Fit: 9}, map[string]string{"queue": "jobs"})
+	reg := prometheus.NewRegistry()
+	srv, err := server.New(server.Options{Queue: q, Brokers: q, Cluster: c, Registerer: reg, Version: "v0.0.0-test",
+		Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.PlanNow()
+	// One call through the interceptor, so the histogram has a series.
+	h := srv.UnaryInterceptor()
+	_, _ = h(context.Background(), nil, &grpcInfo, func(ctx context.Context, _ any) (any, error) {
+		return srv.GetMetrics(ctx, &pb.GetMetricsRequest{ScaledObjectRef: ref("shop", "worker", map[string]string{"queue": "jobs"})})
+	})
+	return srv, reg
+}
+
+func TestMetricsGolden(t *testing.T) {
+	_, reg := fixedState(t)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatalf("gather: %v", err)
+	}
+	var buf bytes.Buffer
+	enc := expfmt.NewEncoder(&buf, expfmt.NewFormat(expfmt.TypeTextPlain))
+	for _, mf := range mfs {
+		if mf.GetName() == "headroom_grpc_request_duration_seconds" {
+			continue // durations vary; checked by name below
+		}
+		if err := enc.Encode(mf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The Go version is the machine's: the golden file holds a placeholder.
+	exposition := strings.ReplaceAll(buf.String(), runtime.Version(), "GOVERSION")
+	golden := filepath.Join("testdata", "metrics.golden")
+	if *update {
+		if err := os.WriteFile(golden, []byte(exposition), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("read golden file (run with -update to create it): %v", err)
+	}
+	if got := exposition; got != string(want) {
+		t.Errorf("exposition differs from %s (run go test ./server -run TestMetricsGolden -update after an intended change):\n--- got\n%s", golden, got)
+	}
+}
+
+func TestMetricsLintAndNames(t *testing.T) {
+	_, reg := fixedState(t)
+	problems, err := testutil.GatherAndLint(reg)
+	if err != nil {
+		t.Fatalf("lint: %v", err)
+	}
+	for _, p := range problems {
+		t.Errorf("lint: %s: %s", p.Metric, p.Text)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, mf := range mfs {
+		got[mf.GetName()] = true
+	}
+	// The dashboard and alerts are written against these names: a rename must fail here.
+	fixed := []string{
+		"headroom_desired_replicas", "headroom_current_replicas", "headroom_ready_replicas",
+		"headroom_pending_replicas", "headroom_need_replicas", "headroom_fit_replicas",
+		"headroom_share_replicas", "headroom_limit", "headroom_queue_messages",
+		"headroom_snapshot_age_seconds", "headroom_broker_requests_total", "headroom_broker_errors_total",
+		"headroom_grpc_request_duration_seconds", "headroom_node_free", "headroom_decisions_total",
+		"headroom_limit_changes_total", "headroom_scale_down_held_total", "headroom_deletion_cost_patches_total",
+		"headroom_caches_synced", "headroom_build_info",
+	}
+	for _, name := range fixed {
+		if !got[name] {
+			t.Errorf("metric %s is not exported", name)
+		}
+	}
+	for _, name := range server.MetricNames {
+		if !got[name] {
+			t.Errorf("server.MetricNames lists %s, which is not exported", name)
+		}
+	}
+	if len(server.MetricNames) != len(fixed) {
+		t.Errorf("server.MetricNames has %d names, want %d: keep it and this list in step", len(server.MetricNames), len(fixed))
+	}
+	for name := range got {
+		if strings.HasPrefix(name, "headroom_") && !contains(server.MetricNames, name) {
+			t.Errorf("exported %s is missing from server.MetricNames", name)
+		}
+	}
+}
+
+func contains(xs []string, s string) bool {
+	for _, x := range xs {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
