@@ -546,7 +546,7 @@ func TestPrometheusRuleMatchesRulesFile(t *testing.T) {
 	var smSpec struct {
 		Spec struct {
 			Selector  struct{ MatchLabels map[string]string } `json:"selector"`
-			Endpoints []struct{ Port string }                `json:"endpoints"`
+			Endpoints []struct{ Port string }                 `json:"endpoints"`
 		} `json:"spec"`
 	}
 	data, _ := json.Marshal(sm)
