@@ -31,11 +31,13 @@ func (n *nodeState) requested(w *workerSpec) capacity.Resources {
 	}
 }
 
-// used is the node's real usage: tenants plus idle and busy workers.
+// used is the node's real usage: tenants plus idle and busy workers. CPU is compressible:
+// usage never exceeds allocatable (the containers are throttled; the model does not slow
+// their service down). Memory is not: it can exceed allocatable, which is overcommit.
 func (n *nodeState) used(w *workerSpec) capacity.Resources {
 	idle := n.workers - n.busy
 	return capacity.Resources{
-		MilliCPU: n.tenantUse.MilliCPU + idle*w.idle.MilliCPU + n.busy*w.busy.MilliCPU,
+		MilliCPU: min(n.tenantUse.MilliCPU+idle*w.idle.MilliCPU+n.busy*w.busy.MilliCPU, n.allocatable.MilliCPU),
 		Memory:   n.tenantUse.Memory + idle*w.idle.Memory + n.busy*w.busy.Memory,
 	}
 }

@@ -25,6 +25,13 @@ type metrics struct {
 	ticks          int64
 
 	timeline []sample
+	changes  []replicaChange
+}
+
+// replicaChange is one write to the Deployment's replicas.
+type replicaChange struct {
+	t        int64
+	from, to int32
 }
 
 // sample is one row of a timeline.

@@ -139,6 +139,7 @@ func (s *sim) setReplicas(n int32) {
 		return
 	}
 	s.met.scaleActions++
+	s.met.changes = append(s.met.changes, replicaChange{t: s.t, from: s.spec, to: n})
 	if n > s.spec {
 		s.lastUp = s.t
 		for range n - s.spec {
