@@ -22,6 +22,7 @@ const (
 	EtcdVersion          = "v3.6.16"
 	KWOKVersion          = "v0.8.0"
 	MetricsServerVersion = "v0.9.0"
+	KEDAVersion          = "v2.21.0"
 )
 
 // A Recipe says how to build one cached binary. Build writes the executable to out (a
@@ -66,6 +67,8 @@ func init() {
 	}})
 	Register(Recipe{Name: "metrics-server", Version: MetricsServerVersion,
 		Build: GoInstall("sigs.k8s.io/metrics-server/cmd/metrics-server@"+MetricsServerVersion, "metrics-server")})
+	Register(Recipe{Name: "keda-operator", Version: KEDAVersion, Build: kedaBuild("operator")})
+	Register(Recipe{Name: "keda-adapter", Version: KEDAVersion, Build: kedaBuild("adapter")})
 }
 
 // Recipes lists the registered binary names, sorted.
