@@ -131,6 +131,12 @@ var timeLayouts = []string{"2006-01-02 15:04:05.999999999", "2006-01-02T15:04:05
 
 // parseInstant returns seconds since the Unix epoch (for date-times) or the number as given.
 func parseInstant(s string) (float64, bool, error) {
+	if len(s) >= 19 && s[4] == '-' && s[10] == ' ' {
+		// The common layout, parsed without time.Parse: 2006-01-02 15:04:05[.fraction].
+		if sec, ok := parseDateTime(s); ok {
+			return sec, true, nil
+		}
+	}
 	if f, err := strconv.ParseFloat(s, 64); err == nil && !math.IsNaN(f) && !math.IsInf(f, 0) {
 		return f, false, nil
 	}
@@ -140,6 +146,49 @@ func parseInstant(s string) (float64, bool, error) {
 		}
 	}
 	return 0, false, fmt.Errorf("not a timestamp (want YYYY-MM-DD HH:MM:SS[.fraction] or seconds)")
+}
+
+// parseDateTime parses "YYYY-MM-DD HH:MM:SS[.fraction]" (UTC) into Unix seconds.
+func parseDateTime(s string) (float64, bool) {
+	num := func(from, to int) (int, bool) {
+		n := 0
+		for i := from; i < to; i++ {
+			c := s[i]
+			if c < '0' || c > '9' {
+				return 0, false
+			}
+			n = n*10 + int(c-'0')
+		}
+		return n, true
+	}
+	if s[7] != '-' || s[13] != ':' || s[16] != ':' {
+		return 0, false
+	}
+	y, ok1 := num(0, 4)
+	mo, ok2 := num(5, 7)
+	d, ok3 := num(8, 10)
+	h, ok4 := num(11, 13)
+	mi, ok5 := num(14, 16)
+	se, ok6 := num(17, 19)
+	if !(ok1 && ok2 && ok3 && ok4 && ok5 && ok6) || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || se > 60 {
+		return 0, false
+	}
+	frac := 0.0
+	if len(s) > 19 {
+		if s[19] != '.' || len(s) == 20 {
+			return 0, false
+		}
+		f, err := strconv.ParseFloat("0"+s[19:], 64)
+		if err != nil {
+			return 0, false
+		}
+		frac = f
+	}
+	t := time.Date(y, time.Month(mo), d, h, mi, se, 0, time.UTC)
+	if t.Day() != d {
+		return 0, false // 31 April and the like
+	}
+	return float64(t.Unix()) + frac, true
 }
 
 func instantTime(sec float64, isDate bool) time.Time {
@@ -168,10 +217,11 @@ func readCounts(br *bufio.Reader, name, header string, t *Trace) error {
 	var rows []row
 	var isDate bool
 	err := lines(br, name, func(n int, line []byte) error {
-		f := strings.Split(string(line), ",")
-		if len(f) != 2 {
-			return fmt.Errorf("%s:%d: %q: want 2 fields (period,count), got %d", name, n, line, len(f))
+		per, cnt, ok := strings.Cut(string(line), ",")
+		if !ok || strings.Contains(cnt, ",") {
+			return fmt.Errorf("%s:%d: %q: want 2 fields (period,count), got %d", name, n, line, strings.Count(string(line), ",")+1)
 		}
+		f := [2]string{per, cnt}
 		at, date, err := parseInstant(strings.TrimSpace(f[0]))
 		if err != nil {
 			return fmt.Errorf("%s:%d: period %q: %w", name, n, f[0], err)

@@ -129,3 +129,10 @@ func TestRealTraces(t *testing.T) {
 		})
 	}
 }
+
+func writeFile(t *testing.T, name, content string) {
+	t.Helper()
+	if err := os.WriteFile(name, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
