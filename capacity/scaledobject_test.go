@@ -1,0 +1,182 @@
+package capacity_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"reflect"
+	"testing"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+	"sigs.k8s.io/yaml"
+
+	"github.com/headroom-autoscaler/headroom/capacity"
+	"github.com/headroom-autoscaler/headroom/internal/lab"
+	"github.com/headroom-autoscaler/headroom/internal/lab/labtest"
+)
+
+// installScaledObjectCRD applies KEDA's own ScaledObject CRD, read from its module.
+func installScaledObjectCRD(t *testing.T, k *lab.Kube) {
+	t.Helper()
+	path, err := lab.ScaledObjectCRD.Fetch(t.Context())
+	labtest.Check(t, "KEDA ScaledObject CRD", err)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var crd map[string]any
+	if err := yaml.Unmarshal(data, &crd); err != nil {
+		t.Fatalf("parse %s: %v", path, err)
+	}
+	dc, err := dynamic.NewForConfig(k.RESTConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	gvr := schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
+	if _, err := dc.Resource(gvr).Create(t.Context(), &unstructured.Unstructured{Object: crd}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatalf("create ScaledObject CRD: %v", err)
+	}
+}
+
+func scaledObject(ns, name, target string, minR, maxR *int64, triggers ...map[string]any) *unstructured.Unstructured {
+	spec := map[string]any{"scaleTargetRef": map[string]any{"name": target}}
+	if minR != nil {
+		spec["minReplicaCount"] = *minR
+	}
+	if maxR != nil {
+		spec["maxReplicaCount"] = *maxR
+	}
+	ts := make([]any, len(triggers))
+	for i, tr := range triggers {
+		ts[i] = tr
+	}
+	spec["triggers"] = ts
+	return &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
+		"metadata": map[string]any{"name": name, "namespace": ns},
+		"spec":     spec,
+	}}
+}
+
+func trigger(typ, addr string) map[string]any {
+	md := map[string]any{"queue": "jobs"}
+	if addr != "" {
+		md["scalerAddress"] = addr
+	}
+	return map[string]any{"type": typ, "metadata": md}
+}
+
+func TestScaledObjectsDiscovered(t *testing.T) {
+	labtest.Short(t, "Kubernetes control plane")
+	k := kube(t)
+	g := newGroup(t, k, "scaledobjects")
+	const ours = "headroom.keda.svc:9090"
+	// Started before the CRD exists: the cluster must find it later.
+	c := startCluster(t, k, clusterOpts{dynamic: true, addresses: []string{ours}, crdEvery: 200 * time.Millisecond})
+	installScaledObjectCRD(t, k)
+
+	dc, err := dynamic.NewForConfig(k.RESTConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	i64 := func(v int64) *int64 { return &v }
+	objs := []*unstructured.Unstructured{
+		scaledObject(g.name, "pull", "workers-a", i64(1), i64(20), trigger("external", ours)),
+		scaledObject(g.name, "push", "workers-b", nil, nil, trigger("cpu", ""), trigger("external-push", ours)),
+		scaledObject(g.name, "elsewhere", "workers-c", nil, i64(5), trigger("external", "other:9090")),
+		scaledObject(g.name, "rabbit", "workers-d", nil, nil, trigger("rabbitmq", "")),
+	}
+	for _, o := range objs {
+		err := lab.WaitFor(t.Context(), "create ScaledObject", 30*time.Second, 200*time.Millisecond, func(ctx context.Context) error {
+			_, err := dc.Resource(capacity.ScaledObjectResource).Namespace(g.name).Create(ctx, o, metav1.CreateOptions{})
+			return err // the CRD takes a moment to be served
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	one := int32(1)
+	want := []capacity.ScaledObject{
+		{Namespace: g.name, Name: "pull", MinReplicas: &one, MaxReplicas: 20,
+			Target:   capacity.TargetRef{Kind: "Deployment", Name: "workers-a", Namespace: g.name, APIVersion: "apps/v1"},
+			Triggers: []capacity.Trigger{{Type: "external", Metadata: map[string]string{"queue": "jobs", "scalerAddress": ours}}}},
+		{Namespace: g.name, Name: "push", MaxReplicas: capacity.DefaultMaxReplicas,
+			Target: capacity.TargetRef{Kind: "Deployment", Name: "workers-b", Namespace: g.name, APIVersion: "apps/v1"},
+			Triggers: []capacity.Trigger{
+				{Type: "cpu", Metadata: map[string]string{"queue": "jobs"}},
+				{Type: "external-push", Metadata: map[string]string{"queue": "jobs", "scalerAddress": ours}},
+			}},
+	}
+	eventually(t, "ScaledObjects pointing at this scaler", func() error {
+		var got []capacity.ScaledObject
+		for _, so := range c.ScaledObjectsFor() {
+			if so.Namespace == g.name {
+				so.UID = "" // assigned by the API server
+				got = append(got, so)
+			}
+		}
+		if !reflect.DeepEqual(got, want) {
+			return fmt.Errorf("ScaledObjectsFor = %+v\nwant %+v", got, want)
+		}
+		return nil
+	})
+	all := 0
+	for _, so := range c.ScaledObjects() {
+		if so.Namespace == g.name {
+			all++
+			if so.UID == "" {
+				t.Errorf("ScaledObject %s has no UID", so.Name)
+			}
+		}
+	}
+	if all != len(objs) {
+		t.Errorf("ScaledObjects = %d in %s, want %d", all, g.name, len(objs))
+	}
+	if !c.Synced() {
+		t.Error("Synced = false with the ScaledObject informer running")
+	}
+	// Deleting one is seen.
+	if err := dc.Resource(capacity.ScaledObjectResource).Namespace(g.name).Delete(t.Context(), "push", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "deleted ScaledObject gone", func() error {
+		for _, so := range c.ScaledObjectsFor() {
+			if so.Namespace == g.name && so.Name == "push" {
+				return fmt.Errorf("push still listed")
+			}
+		}
+		return nil
+	})
+}
+
+func TestTriggersFor(t *testing.T) {
+	so := capacity.ScaledObject{Triggers: []capacity.Trigger{
+		{Type: "external", Metadata: map[string]string{"scalerAddress": "a:1"}},
+		{Type: "external-push", Metadata: map[string]string{"scalerAddress": " A:1 "}},
+		{Type: "external", Metadata: map[string]string{"scalerAddress": "b:1"}},
+		{Type: "rabbitmq", Metadata: map[string]string{"scalerAddress": "a:1"}},
+		{Type: "external", Metadata: map[string]string{}},
+	}}
+	tests := []struct {
+		name  string
+		addrs []string
+		want  int
+	}{
+		{name: "none configured", want: 0},
+		{name: "one address, case and spaces ignored", addrs: []string{"a:1"}, want: 2},
+		{name: "two addresses", addrs: []string{"a:1", "b:1"}, want: 3},
+		{name: "other address", addrs: []string{"c:1"}, want: 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := len(so.TriggersFor(tc.addrs)); got != tc.want {
+				t.Errorf("TriggersFor(%q) = %d triggers, want %d", tc.addrs, got, tc.want)
+			}
+		})
+	}
+}
