@@ -155,3 +155,20 @@ func TestPromtoolCheckRules(t *testing.T) {
 		})
 	}
 }
+
+// TestDashboardTypeChecks compiles headroom.json against Grafana's own TypeScript types for
+// dashboards (npm @grafana/schema): there is no Grafana here to load it.
+func TestDashboardTypeChecks(t *testing.T) {
+	labtest.Short(t, "TypeScript compiler with @grafana/schema (npm)")
+	data, err := Files.ReadFile("grafana/headroom.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = dashcheck.TypeCheck(t.Context(), data)
+	if errors.Is(err, lab.ErrUnavailable) {
+		labtest.Check(t, "TypeScript compiler with @grafana/schema", err)
+	}
+	if err != nil {
+		t.Error(err)
+	}
+}

@@ -182,3 +182,34 @@ func TestParse(t *testing.T) {
 		})
 	}
 }
+
+func TestTypeCheck(t *testing.T) {
+	labtest.Short(t, "TypeScript compiler with @grafana/schema (npm)")
+	const ds = `"templating":{"list":[{"name":"datasource","type":"datasource","query":"prometheus"}]}`
+	tests := []struct {
+		name    string
+		json    string
+		wantErr string
+	}{
+		{name: "valid", json: `{"uid":"x","title":"t","schemaVersion":39,` + ds + `,"panels":[{"id":1,"type":"timeseries","title":"p",
+			"gridPos":{"h":8,"w":12,"x":0,"y":0},"fieldConfig":{"defaults":{"mappings":[{"type":"value","options":{"1":{"text":"queue"}}}]},"overrides":[]}}]}`},
+		{name: "unknown field", json: `{"uid":"x","title":"t","schemaVersion":39,"panelz":[]}`, wantErr: "panelz"},
+		{name: "wrong type", json: `{"uid":"x","title":"t","schemaVersion":39,"panels":[{"id":"one","type":"timeseries","gridPos":{"h":8,"w":12,"x":0,"y":0}}]}`, wantErr: "not assignable to type 'number'"},
+		{name: "unknown enum value", json: `{"uid":"x","title":"t","schemaVersion":39,"panels":[{"id":1,"type":"timeseries","gridPos":{"h":8,"w":12,"x":0,"y":0},
+			"fieldConfig":{"defaults":{"mappings":[{"type":"valu","options":{}}]},"overrides":[]}}]}`, wantErr: "valu"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := TypeCheck(t.Context(), []byte(tc.json))
+			if errors.Is(err, lab.ErrUnavailable) {
+				labtest.Check(t, "TypeScript compiler with @grafana/schema", err)
+			}
+			if tc.wantErr == "" && err != nil {
+				t.Errorf("TypeCheck: %v, want nil", err)
+			}
+			if tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
+				t.Errorf("TypeCheck: %v, want an error naming %q", err, tc.wantErr)
+			}
+		})
+	}
+}
