@@ -43,7 +43,7 @@
 //
 //   - headroom: KEDA with external-push over scaler.Decide. The scaler's queue reading (ready,
 //     unacknowledged, busy workers, publish rate over 30 s) is refreshed every brokerRefresh
-//     (default 1 s); Ready/Pending/Current/LastScaleUp come live from the model; Fit is
+//     (default 5 s, the server's --refresh default), and the deletion costs come from it; Ready/Pending/Current/LastScaleUp come live from the model; Fit is
 //     capacity.Fit over the nodes with live usage, the footprint override when set, the
 //     target's own pods counted at max(requests, footprint), and the reserve. The HPA gets
 //     scaler.MetricValue(decision) at each sync (default behavior: scaler.ExactBehavior).

@@ -5,6 +5,9 @@ import (
 	"github.com/headroom-autoscaler/headroom/scaler"
 )
 
+// defaultBrokerRefresh is the server's default --refresh (queue.DefaultRefresh), in seconds.
+const defaultBrokerRefresh = 5
+
 // controller is what changes a policy's Deployment replicas, called once per tick after
 // arrivals and before dispatch.
 type controller interface{ step(s *sim) }
@@ -112,7 +115,7 @@ func (m *model) newController(s *sim, policy string) controller {
 		}
 		reserve := h.Reserve.resources()
 		s.useSnap, s.useCost = true, true
-		s.refresh = ticks(h.BrokerRefresh.Duration, 1)
+		s.refresh = ticks(h.BrokerRefresh.Duration, defaultBrokerRefresh)
 		behavior := h.Behavior
 		if behavior == nil {
 			behavior = &BehaviorSpec{Preset: "exact"}

@@ -182,9 +182,11 @@ type HeadroomSettings struct {
 	Footprint *Amount `json:"footprint,omitempty"`
 	// Reserve is kept free on every node. Default none.
 	Reserve Amount `json:"reserve,omitempty"`
-	// BrokerRefresh is how often the scaler reads the broker: its view of the queue and of
-	// busy workers is that old at most, and work is pushed to KEDA (external-push) at that
-	// pace. Default 1s.
+	// BrokerRefresh is how often the scaler reads the broker (the server's --refresh): its
+	// view of the queue and of busy workers, and so the deletion costs it sets, are that old
+	// at most, and new work is pushed to KEDA (external-push) at that pace. Default 5s, the
+	// server's default. With a reading older than a second, a worker that was idle at the
+	// reading can take a message before the scale-down that removes it: see busy_killed.
 	BrokerRefresh   Duration `json:"brokerRefresh,omitempty"`
 	PollingInterval Duration `json:"pollingInterval,omitempty"`
 	CooldownPeriod  Duration `json:"cooldownPeriod,omitempty"`
