@@ -592,6 +592,7 @@ func (sc *Scenario) readTrace(override, format string) (*Trace, error) {
 		name, fsys = override, nil
 	case fsys != nil:
 		name = path.Clean(path.Join(path.Dir(sc.file), name))
+	case filepath.IsAbs(name):
 	default:
 		name = filepath.Join(filepath.Dir(sc.file), name)
 	}
