@@ -64,5 +64,5 @@
 // checks Little's law: the integral of the ready queue over time equals the sum of the time
 // messages spent in it, or Run fails. SPEC elasticity metrics compare supply (Ready workers)
 // with demand d(t) = min(maxReplicas, ⌈rate(t) × mean service time / consumers⌉), rate(t)
-// over the trailing 60 s; θ divides by max(d, 1).
+// over the trailing max(60 s, mean service time); θ divides by max(d, 1).
 package simulate

@@ -35,7 +35,10 @@ func (m *model) arrivedBy(t int64) int64 {
 	return m.cum[t]
 }
 
-// demandWindow is the trailing window over which the SPEC demand's arrival rate is measured.
+// demandWindow is the shortest trailing window over which the SPEC demand's arrival rate is
+// measured; the window is the mean service time when that is longer, so that the demand is
+// the number of messages that would be in service (Little's law) rather than the noise of a
+// minute's arrivals.
 const demandWindow = 60
 
 // maxTimelineRows bounds a timeline; longer runs sample every few seconds.
@@ -88,8 +91,9 @@ func compile(sc *Scenario, trace *Trace) (*model, error) {
 	m.boundReplicas = int32(min(int64(fitByRequests(m.nodes, &m.worker)), int64(m.maxReplicas)))
 	// SPEC demand: d(t) = min(max, ⌈arrival rate × mean service time / consumers⌉).
 	m.demand = make([]int32, m.horizon)
+	window := max(demandWindow, int64(math.Round(arr.meanSvc)))
 	for t := range m.horizon {
-		win := min(t+1, demandWindow)
+		win := min(t+1, window)
 		rate := float64(m.arrivedBy(t)-m.arrivedBy(t-win)) / float64(win)
 		d := math.Ceil(rate*arr.meanSvc/float64(m.consumers) - 1e-9)
 		m.demand[t] = int32(min(d, float64(m.maxReplicas)))
