@@ -11,7 +11,6 @@ import (
 	"path"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"time"
 
@@ -620,5 +619,3 @@ func ticks(d time.Duration, def int64) int64 {
 	}
 	return int64(d / time.Second)
 }
-
-func itoa(i int64) string { return strconv.FormatInt(i, 10) }

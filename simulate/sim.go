@@ -66,12 +66,10 @@ type sim struct {
 	pending, bound, readyN, busyW int
 
 	// headroom: the scaler's broker reading, and whether pods get deletion costs.
-	snap       snapshot
-	useSnap    bool
-	refresh    int64
-	useCost    bool
-	lastRetry  int64
-	retryDirty bool
+	snap    snapshot
+	useSnap bool
+	refresh int64
+	useCost bool
 
 	met metrics
 }
