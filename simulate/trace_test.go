@@ -1,6 +1,7 @@
 package simulate
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -134,5 +135,83 @@ func writeFile(t *testing.T, name, content string) {
 	t.Helper()
 	if err := os.WriteFile(name, []byte(content), 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestSyntheticGenerators(t *testing.T) {
+	dur := func(s string) Duration {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return Duration{d}
+	}
+	tests := []struct {
+		name      string
+		gen       Synthetic
+		wantTotal int64
+		check     func(c []int64) string
+	}{
+		{name: "constant fractional rate spreads exactly", gen: Synthetic{Kind: "constant", Length: dur("100s"), Rate: 0.25}, wantTotal: 25,
+			check: func(c []int64) string {
+				if c[3] != 1 || c[0] != 0 {
+					return "want one message every fourth second"
+				}
+				return ""
+			}},
+		{name: "step", gen: Synthetic{Kind: "step", Length: dur("20s"), Rate: 1, To: 3, At: dur("10s")}, wantTotal: 40,
+			check: func(c []int64) string {
+				if c[9] != 1 || c[10] != 3 {
+					return "want 1/s before 10s and 3/s from 10s"
+				}
+				return ""
+			}},
+		{name: "repeated bursts", gen: Synthetic{Kind: "burst", Length: dur("100s"), Rate: 0, To: 2, At: dur("10s"), Width: dur("5s"), Every: dur("50s")}, wantTotal: 20,
+			check: func(c []int64) string {
+				if c[10] != 2 || c[15] != 0 || c[60] != 2 || c[65] != 0 {
+					return "want bursts at 10-14s and 60-64s"
+				}
+				return ""
+			}},
+		{name: "one burst", gen: Synthetic{Kind: "burst", Length: dur("100s"), Rate: 0, To: 1, At: dur("10s"), Width: dur("5s")}, wantTotal: 5},
+		{name: "diurnal averages its mean", gen: Synthetic{Kind: "diurnal", Length: dur("24h"), Rate: 2, To: 1.5}, wantTotal: 172800,
+			check: func(c []int64) string {
+				if c[6*3600] < 3 || c[18*3600] > 1 {
+					return "want a peak of 3.5/s at 6h and a trough of 0.5/s at 18h"
+				}
+				return ""
+			}},
+		{name: "poisson", gen: Synthetic{Kind: "poisson", Length: dur("10000s"), Rate: 2}, wantTotal: -1,
+			check: func(c []int64) string {
+				var n int64
+				for _, v := range c {
+					n += v
+				}
+				if n < 19500 || n > 20500 {
+					return fmt.Sprintf("total %d, want about 20000", n)
+				}
+				return ""
+			}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := tc.gen.generate(1)
+			var total int64
+			for _, v := range c {
+				total += v
+			}
+			if tc.wantTotal >= 0 && total != tc.wantTotal {
+				t.Errorf("total = %d, want %d", total, tc.wantTotal)
+			}
+			if tc.check != nil {
+				if msg := tc.check(c); msg != "" {
+					t.Errorf("%s: got %v…", msg, c[:min(len(c), 20)])
+				}
+			}
+			again := tc.gen.generate(1)
+			if !slices.Equal(c, again) {
+				t.Error("not deterministic for a seed")
+			}
+		})
 	}
 }

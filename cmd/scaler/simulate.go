@@ -22,6 +22,8 @@ Replays a scenario's arrivals through headroom's decision code and through the b
 one row of scores per policy.
 
 The scenario is a YAML file, or the name of a built-in scenario (%s; default %s).
+--trace replaces the scenario's arrivals with a trace file (period,count or one row per
+request with a TIMESTAMP column); the scenario's arrivals.scale and service still apply.
 
 Flags:
 `
