@@ -202,16 +202,18 @@ func ParseBroker(s string) (BrokerConfig, error) {
 	return c, nil
 }
 
-// CredentialEnv returns the environment variable names LoadCredentials reads for a broker:
-// HEADROOM_BROKER_<NAME>_USERNAME and _PASSWORD, NAME upper-cased with '-' turned into '_'.
-func CredentialEnv(broker string) (user, pass string) {
-	n := strings.ToUpper(strings.ReplaceAll(broker, "-", "_"))
-	return "HEADROOM_BROKER_" + n + "_USERNAME", "HEADROOM_BROKER_" + n + "_PASSWORD"
+// BrokerEnv returns the name of the environment variable that sets one per-broker setting:
+// HEADROOM_BROKER_<NAME>_<KEY>, NAME upper-cased with '-' turned into '_'. LoadCredentials
+// reads the keys USERNAME, PASSWORD, CA_FILE, CERT_FILE, KEY_FILE and SERVER_NAME.
+func BrokerEnv(broker, key string) string {
+	return "HEADROOM_BROKER_" + strings.ToUpper(strings.ReplaceAll(broker, "-", "_")) + "_" + key
 }
 
-// LoadCredentials fills cfg.Username and cfg.Password. Sources, later ones winning: the
-// credentials file (when file is not empty), then the environment (see CredentialEnv). A
-// source that names only the user or only the password sets only that field.
+// LoadCredentials fills cfg.Username and cfg.Password, and the TLS file settings. Sources,
+// later ones winning: the credentials file (when file is not empty), then the environment
+// (see BrokerEnv): HEADROOM_BROKER_<NAME>_USERNAME, _PASSWORD, _CA_FILE, _CERT_FILE,
+// _KEY_FILE and _SERVER_NAME. An unset or empty variable leaves its field alone. Call
+// Validate afterwards (NewReader does).
 //
 // The credentials file has one broker per line, "name=username:password"; the password is
 // everything after the first ':' and may itself contain ':' and '='. Blank lines and lines
@@ -234,12 +236,17 @@ func LoadCredentials(cfg *BrokerConfig, file string, getenv func(string) string)
 		}
 	}
 	if getenv != nil {
-		ue, pe := CredentialEnv(cfg.Name)
-		if v := getenv(ue); v != "" {
-			cfg.Username = v
-		}
-		if v := getenv(pe); v != "" {
-			cfg.Password = v
+		for _, f := range []struct {
+			key   string
+			field *string
+		}{
+			{"USERNAME", &cfg.Username}, {"PASSWORD", &cfg.Password},
+			{"CA_FILE", &cfg.CAFile}, {"CERT_FILE", &cfg.CertFile}, {"KEY_FILE", &cfg.KeyFile},
+			{"SERVER_NAME", &cfg.ServerName},
+		} {
+			if v := getenv(BrokerEnv(cfg.Name, f.key)); v != "" {
+				*f.field = v
+			}
 		}
 	}
 	return nil

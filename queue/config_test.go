@@ -109,6 +109,7 @@ func TestLoadCredentials(t *testing.T) {
 		file             string
 		env              map[string]string
 		wantUser, wantPw string
+		wantTLS          [4]string // CAFile, CertFile, KeyFile, ServerName
 		wantErr          string
 	}{
 		{name: "file", broker: "main", file: good, wantUser: "alice", wantPw: "pa:ss=word"},
@@ -116,6 +117,8 @@ func TestLoadCredentials(t *testing.T) {
 			env:      map[string]string{"HEADROOM_BROKER_OTHER_ONE_PASSWORD": "fromenv"},
 			wantUser: "bob", wantPw: "fromenv"},
 		{name: "env only", broker: "main", env: map[string]string{"HEADROOM_BROKER_MAIN_USERNAME": "u", "HEADROOM_BROKER_MAIN_PASSWORD": "p"}, wantUser: "u", wantPw: "p"},
+		{name: "env tls files", broker: "tls-1", env: map[string]string{"HEADROOM_BROKER_TLS_1_CA_FILE": "ca.pem", "HEADROOM_BROKER_TLS_1_CERT_FILE": "c.pem", "HEADROOM_BROKER_TLS_1_KEY_FILE": "k.pem", "HEADROOM_BROKER_TLS_1_SERVER_NAME": "rabbit"},
+			wantUser: "keep", wantPw: "keep", wantTLS: [4]string{"ca.pem", "c.pem", "k.pem", "rabbit"}},
 		{name: "not listed keeps fields", broker: "absent", file: good, wantUser: "keep", wantPw: "keep"},
 		{name: "missing file", broker: "main", file: filepath.Join(dir, "nope"), wantErr: "nope"},
 		{name: "bad line hides password", broker: "main", file: write("bad", "main=hunter2\n"), wantErr: "line 1"},
@@ -139,6 +142,9 @@ func TestLoadCredentials(t *testing.T) {
 			}
 			if cfg.Username != tc.wantUser || cfg.Password != tc.wantPw {
 				t.Errorf("got %q/%q, want %q/%q", cfg.Username, cfg.Password, tc.wantUser, tc.wantPw)
+			}
+			if got := [4]string{cfg.CAFile, cfg.CertFile, cfg.KeyFile, cfg.ServerName}; got != tc.wantTLS {
+				t.Errorf("got TLS settings %q, want %q", got, tc.wantTLS)
 			}
 		})
 	}

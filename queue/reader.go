@@ -245,6 +245,8 @@ type Stats struct {
 	LastRefresh  time.Time
 	LastDuration time.Duration
 	LastError    error
+	// LastSuccess is when the last successful refresh ended (zero before the first).
+	LastSuccess time.Time
 	// Selectors is how many selectors are being read.
 	Selectors int
 }
@@ -265,6 +267,7 @@ func (r *Reader) BrokerStats(name string) (Stats, error) {
 		LastRefresh:  b.fetched,
 		LastDuration: b.lastDur,
 		LastError:    b.err,
+		LastSuccess:  b.lastOK,
 		Selectors:    len(b.interest),
 	}, nil
 }
@@ -350,6 +353,7 @@ type broker struct {
 	res       *result
 	err       error
 	fetched   time.Time
+	lastOK    time.Time
 	lastDur   time.Duration
 	refreshes int64
 	failures  int64
@@ -483,7 +487,7 @@ func (b *broker) refresh(ctx context.Context) bool {
 		b.err = redactErr(fmt.Errorf("read broker %q: %w", b.cfg.Name, err), b.cfg.secrets()...)
 	} else {
 		res.fetched = end
-		b.res, b.err = res, nil
+		b.res, b.err, b.lastOK = res, nil, end
 	}
 	close(b.done)
 	b.done = make(chan struct{})

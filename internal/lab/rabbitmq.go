@@ -157,8 +157,14 @@ log.file = false
 		"RABBITMQ_LOG_BASE="+filepath.Join(r.dir, "log"),
 		"RABBITMQ_PID_FILE="+filepath.Join(r.dir, "beam.pid"),
 		"RABBITMQ_LOGS=-",
-		"RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS=-kernel inet_dist_use_interface {127,0,0,1}",
-		"RABBITMQ_CTL_ERL_ARGS=-kernel inet_dist_use_interface {127,0,0,1}",
+		// Make the script exec the Erlang VM instead of running it behind a signal-forwarding
+		// shell: the VM is then the process lab.Start watches, and the parent-death signal
+		// reaches it if the test binary dies. -noinput keeps the Erlang shell off.
+		"RABBITMQ_ALLOW_INPUT=true",
+		// -start_epmd false: never daemonise an epmd of its own (it would outlive the test);
+		// ours is already up. The distribution listener stays on loopback.
+		"RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS=-noinput -start_epmd false -kernel inet_dist_use_interface {127,0,0,1}",
+		"RABBITMQ_CTL_ERL_ARGS=-start_epmd false -kernel inet_dist_use_interface {127,0,0,1}",
 	)
 	return nil
 }

@@ -1,0 +1,164 @@
+package queue_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"sync"
+	"testing"
+
+	"github.com/headroom-autoscaler/headroom/internal/lab"
+	"github.com/headroom-autoscaler/headroom/queue"
+)
+
+const benchQueues = 1000
+
+var benchSetup struct {
+	once  sync.Once
+	names []string
+	err   error
+}
+
+// benchBroker is the shared broker with benchQueues queues in vhost "bench".
+func benchBroker(b *testing.B) (*lab.RabbitMQ, []string) {
+	r := sharedBroker(b)
+	benchSetup.once.Do(func() {
+		ctx := context.Background()
+		for i := 0; i < benchQueues; i++ {
+			benchSetup.names = append(benchSetup.names, fmt.Sprintf("work-%04d", i))
+		}
+		if benchSetup.err = r.Admin().AddVHost(ctx, "bench"); benchSetup.err != nil {
+			return
+		}
+		benchSetup.err = r.Admin().DeclareQueues(ctx, "bench", benchSetup.names...)
+	})
+	if benchSetup.err != nil {
+		b.Fatal(benchSetup.err)
+	}
+	return r, benchSetup.names
+}
+
+// BenchmarkRefresh1000 is the cost of one refresh cycle that serves 1,000 watched queues on
+// one broker: this package's bulk list (paged /api/queues, then 1,000 reads from the cache),
+// AMQP passive declares, and the request pattern of KEDA's built-in RabbitMQ scaler (one
+// GET /api/queues/<vhost>/<name> per queue per poll).
+func BenchmarkRefresh1000(b *testing.B) {
+	r, names := benchBroker(b)
+	for _, m := range modes {
+		b.Run("reader-"+m.name, func(b *testing.B) {
+			var count countingTransport
+			rd, err := queue.NewReader([]queue.BrokerConfig{m.config(r)}, queue.Options{WrapTransport: count.wrap})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer rd.Close()
+			sels := make([]queue.Selector, len(names))
+			for i, n := range names {
+				sels[i] = queue.Selector{Broker: "rmq", VHost: "bench", Queue: n}
+				rd.Watch(sels[i])
+			}
+			ctx := context.Background()
+			if err := rd.RefreshOnce(ctx, "rmq"); err != nil { // warm the connection
+				b.Fatal(err)
+			}
+			before, _ := rd.BrokerStats("rmq")
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if err := rd.RefreshOnce(ctx, "rmq"); err != nil {
+					b.Fatal(err)
+				}
+				for _, s := range sels {
+					if _, err := rd.Snapshot(ctx, s); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			b.StopTimer()
+			after, _ := rd.BrokerStats("rmq")
+			b.ReportMetric(float64(after.Requests-before.Requests)/float64(b.N), "requests/refresh")
+		})
+	}
+	b.Run("keda-per-queue-http", func(b *testing.B) {
+		client := &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+		defer client.CloseIdleConnections()
+		ctx := context.Background()
+		requests := 0
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			for _, n := range names {
+				if _, err := kedaStyleGet(ctx, client, r.ManagementURL(), "bench", n); err != nil {
+					b.Fatal(err)
+				}
+				requests++
+			}
+		}
+		b.StopTimer()
+		b.ReportMetric(float64(requests)/float64(b.N), "requests/refresh")
+	})
+}
+
+// kedaStyleGet reads one queue the way KEDA's RabbitMQ scaler does in HTTP mode.
+func kedaStyleGet(ctx context.Context, c *http.Client, base, vhost, name string) (int64, error) {
+	u := base + "/api/queues/" + url.PathEscape(vhost) + "/" + url.PathEscape(name)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return 0, err
+	}
+	req.SetBasicAuth("guest", "guest")
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("GET %s: %s", u, resp.Status)
+	}
+	var q struct {
+		Messages        int64 `json:"messages"`
+		MessagesUnacked int64 `json:"messages_unacknowledged"`
+		MessageStats    struct {
+			PublishDetails struct {
+				Rate float64 `json:"rate"`
+			} `json:"publish_details"`
+		} `json:"message_stats"`
+	}
+	return q.Messages, json.NewDecoder(resp.Body).Decode(&q)
+}
+
+// BenchmarkSnapshotCached is what a caller pays per Snapshot between refreshes (no network):
+// an exact queue, and a pattern summing all 1,000 queues of the vhost.
+func BenchmarkSnapshotCached(b *testing.B) {
+	r, names := benchBroker(b)
+	rd, err := queue.NewReader([]queue.BrokerConfig{modes[0].config(r)}, queue.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer rd.Close()
+	for _, sel := range []queue.Selector{
+		{Broker: "rmq", VHost: "bench", Queue: names[len(names)-1]},
+		{Broker: "rmq", VHost: "bench", Pattern: "^work-", Op: queue.OpSum},
+	} {
+		name := "exact"
+		if sel.Pattern != "" {
+			name = "pattern-1000"
+		}
+		b.Run(name, func(b *testing.B) {
+			rd.Watch(sel)
+			if err := rd.RefreshOnce(context.Background(), "rmq"); err != nil {
+				b.Fatal(err)
+			}
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				ctx := context.Background()
+				for pb.Next() {
+					if _, err := rd.Snapshot(ctx, sel); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}
