@@ -24,7 +24,11 @@ var (
 	_ ClusterReader = (*Capacity)(nil)
 	_ Syncer        = (*Capacity)(nil)
 	_ NodeLister    = (*Capacity)(nil)
+	_ Versioned     = (*Capacity)(nil)
 )
+
+// Version changes whenever the cluster caches change.
+func (c *Capacity) Version() uint64 { return c.Cluster.Version() }
 
 // Synced reports whether the cluster caches have synced.
 func (c *Capacity) Synced() bool { return c.Cluster.Synced() }

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/headroom-autoscaler/headroom/queue"
 )
@@ -101,9 +102,12 @@ type NodeLister interface {
 	NodesFree() []NodeFree
 }
 
-// Changer is implemented by cluster readers that signal changes: the planner then runs on
-// every change as well as after every broker refresh.
-type Changer interface {
-	// Changed returns a channel closed at the next change.
-	Changed() <-chan struct{}
+// Versioned is implemented by cluster readers whose state carries a version that changes
+// whenever anything the answers depend on changes: the planner then also runs on cluster
+// changes (checked every ClusterPoll), not only after broker refreshes.
+type Versioned interface {
+	Version() uint64
 }
+
+// ClusterPoll is how often the planner compares the cluster's Version.
+const ClusterPoll = 250 * time.Millisecond

@@ -112,14 +112,20 @@ func (p *planner) run(ctx context.Context, wg *sync.WaitGroup) {
 			}
 		}()
 	}
-	if ch, ok := p.s.opts.Cluster.(Changer); ok {
+	if v, ok := p.s.opts.Cluster.(Versioned); ok {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			t := time.NewTicker(ClusterPoll)
+			defer t.Stop()
+			last := v.Version()
 			for {
 				select {
-				case <-ch.Changed():
-					p.poke()
+				case <-t.C:
+					if now := v.Version(); now != last {
+						last = now
+						p.poke()
+					}
 				case <-ctx.Done():
 					return
 				}
