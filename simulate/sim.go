@@ -91,7 +91,7 @@ func (s *sim) start(n int32) {
 	s.spec = n
 	for range n {
 		p := s.newPod()
-		if p.node >= 0 {
+		if p.node >= 0 && !p.ready {
 			p.ready, p.readySince, p.readyAt = true, 0, 0
 			s.readyN++
 		}

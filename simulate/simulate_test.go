@@ -304,3 +304,65 @@ func TestWriteOutputs(t *testing.T) {
 		t.Errorf("timeline header = %q", first)
 	}
 }
+
+// TestCountersMatchPods checks the sim's running counters against its pods after every tick
+// of every shipped and golden scenario's first hour, for every policy.
+func TestCountersMatchPods(t *testing.T) {
+	scenarios, _ := allScenarios(t)
+	for _, sc := range scenarios {
+		for _, policy := range sc.runList() {
+			t.Run(sc.Name+"/"+policy, func(t *testing.T) {
+				var trace *Trace
+				if sc.Arrivals.Trace != "" {
+					var err error
+					if trace, err = sc.readTrace("", ""); err != nil {
+						t.Fatal(err)
+					}
+				}
+				m, err := compile(sc, trace)
+				if err != nil {
+					t.Fatal(err)
+				}
+				s := newSim(m, policy)
+				s.ctl = m.newController(s, policy)
+				s.start(m.initialReplicas(policy))
+				for s.t = 0; s.t < min(m.horizon, 3600); s.t++ {
+					s.step()
+					var pending, bound, ready, busy int
+					var unacked int64
+					perNode := make([]int64, len(s.nodes))
+					busyNode := make([]int64, len(s.nodes))
+					for _, p := range s.pods {
+						if p.node < 0 {
+							pending++
+							continue
+						}
+						bound++
+						perNode[p.node]++
+						if p.ready {
+							ready++
+						}
+						if p.busy > 0 {
+							busy++
+							busyNode[p.node]++
+						}
+						unacked += int64(p.busy)
+					}
+					var queued int64
+					for _, c := range s.q[s.qh:] {
+						queued += c.n
+					}
+					if pending != s.pending || bound != s.bound || ready != s.readyN || busy != s.busyW || unacked != s.unacked || queued != s.ready || int32(len(s.pods)) != s.spec {
+						t.Fatalf("t=%d: counters pending %d bound %d ready %d busy %d unacked %d queued %d spec %d; pods say %d %d %d %d %d %d %d",
+							s.t, s.pending, s.bound, s.readyN, s.busyW, s.unacked, s.ready, s.spec, pending, bound, ready, busy, unacked, queued, len(s.pods))
+					}
+					for i := range s.nodes {
+						if s.nodes[i].workers != perNode[i] || s.nodes[i].busy != busyNode[i] {
+							t.Fatalf("t=%d: node %d counts %d workers %d busy, pods say %d and %d", s.t, i, s.nodes[i].workers, s.nodes[i].busy, perNode[i], busyNode[i])
+						}
+					}
+				}
+			})
+		}
+	}
+}
