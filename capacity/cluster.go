@@ -82,6 +82,7 @@ type Cluster struct {
 
 	mu     sync.RWMutex
 	state  map[string]*nodeState // by node name
+	list   []*nodeState          // the present nodes, for fast iteration
 	podsBy map[string]podShare   // by namespace/name: what each bound pod adds to its node
 
 	version atomic.Uint64
@@ -94,6 +95,7 @@ type Cluster struct {
 type nodeState struct {
 	node      Node // without Requested and Used
 	present   bool // the Node object exists
+	index     int  // position in Cluster.list when present
 	requested Resources
 	used      Resources
 	usedKnown bool
@@ -252,8 +254,11 @@ func (c *Cluster) onNode(obj any, deleted bool) {
 	defer c.mu.Unlock()
 	st := c.state[n.Name]
 	if deleted {
-		if st != nil {
+		if st != nil && st.present {
 			st.present = false
+			last := c.list[len(c.list)-1]
+			c.list[st.index], last.index = last, st.index
+			c.list = c.list[:len(c.list)-1]
 			if st.requested == (Resources{}) {
 				delete(c.state, n.Name)
 			}
@@ -264,7 +269,10 @@ func (c *Cluster) onNode(obj any, deleted bool) {
 			c.state[n.Name] = st
 		}
 		st.node = nodeFromAPI(n)
-		st.present = true
+		if !st.present {
+			st.present, st.index = true, len(c.list)
+			c.list = append(c.list, st)
+		}
 	}
 	c.version.Add(1)
 }
@@ -365,11 +373,9 @@ func (st *nodeState) snapshot() Node {
 // The label maps are shared with the cache: do not modify them.
 func (c *Cluster) Nodes() []Node {
 	c.mu.RLock()
-	out := make([]Node, 0, len(c.state))
-	for _, st := range c.state {
-		if st.present {
-			out = append(out, st.snapshot())
-		}
+	out := make([]Node, 0, len(c.list))
+	for _, st := range c.list {
+		out = append(out, st.snapshot())
 	}
 	c.mu.RUnlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
@@ -384,10 +390,8 @@ func (c *Cluster) Fit(fp Footprint, cons Constraints, reserve Resources) int {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	total := 0
-	for _, st := range c.state {
-		if st.present {
-			total += FitNode(st.snapshot(), fp, cons, reserve)
-		}
+	for _, st := range c.list {
+		total += FitNode(st.snapshot(), fp, cons, reserve)
 	}
 	return total
 }
