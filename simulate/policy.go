@@ -1,7 +1,6 @@
 package simulate
 
 import (
-	"github.com/headroom-autoscaler/headroom/capacity"
 	"github.com/headroom-autoscaler/headroom/scaler"
 )
 
@@ -110,8 +109,13 @@ func (m *model) newController(s *sim, policy string) controller {
 		h := sc.Policies.Headroom
 		p, _ := sc.headroomPolicy() // validated
 		fp := m.worker.req
-		if h.Footprint != nil {
-			fp = capacity.Footprint{MilliCPU: h.Footprint.CPU.milli, Memory: h.Footprint.Memory.value}
+		if f := h.Footprint; f != nil {
+			if f.CPU.milli > 0 {
+				fp.MilliCPU = f.CPU.milli
+			}
+			if f.Memory.value > 0 {
+				fp.Memory = f.Memory.value
+			}
 		}
 		reserve := h.Reserve.resources()
 		s.useSnap, s.useCost = true, true

@@ -177,7 +177,8 @@ type Policies struct {
 type HeadroomSettings struct {
 	Policy PolicySpec `json:"policy,omitempty"`
 	// Footprint overrides the requests as the per-worker footprint given to capacity.Fit
-	// (the operator's override when requests understate real use).
+	// (the operator's override when requests understate real use); a resource it leaves out
+	// keeps the request.
 	Footprint *Amount `json:"footprint,omitempty"`
 	// Reserve is kept free on every node. Default none.
 	Reserve Amount `json:"reserve,omitempty"`
@@ -463,7 +464,7 @@ func (sc *Scenario) Validate() error {
 	case p.Fixed.Replicas < 0:
 		return sc.errorf("replicas", "fixed replicas %d: must not be negative", p.Fixed.Replicas)
 	}
-	if (w.Usage.Busy.CPU.milli > 0 || p.CPUHPA.TargetUtilization > 0) && w.Requests.CPU.milli == 0 && contains(sc.runList(), PolicyCPUHPA) {
+	if w.Requests.CPU.milli == 0 && contains(sc.runList(), PolicyCPUHPA) {
 		return sc.errorf("requests", "cpu-hpa needs workload requests.cpu (utilization is usage / requests)")
 	}
 	seen := map[string]bool{}

@@ -36,6 +36,7 @@ func TestScenarioErrors(t *testing.T) {
 		{name: "min above max", replace: "  requests: {cpu: 100m}\n", yaml: "  requests: {cpu: 100m}\n  minReplicas: 5\n  maxReplicas: 2\n", want: []string{"minReplicas 5", "maxReplicas 2"}},
 		{name: "bad behavior policy", yaml: "policies: {kedaTuned: {behavior: {scaleDown: {policies: [{type: Ratio, value: 2, periodSeconds: 15}]}}}}\n", want: []string{"s.yaml", "kedaTuned behavior", "Ratio"}},
 		{name: "bad step percent", yaml: "policies: {headroom: {policy: {stepPercent: 20}}}\n", want: []string{"s.yaml", "stepPercent 20"}},
+		{name: "cpu-hpa without a cpu request", replace: "  requests: {cpu: 100m}\n", yaml: "  requests: {memory: 1Gi}\n", want: []string{"s.yaml:10", "cpu-hpa needs workload requests.cpu"}},
 		{name: "no nodes", replace: "    - name: n\n      allocatable: {cpu: \"1\", memory: 1Gi}\n", yaml: "    []\n", want: []string{"s.yaml", "at least one node"}},
 		{name: "no arrivals", replace: "arrivals:\n  synthetic: {kind: constant, length: 1m, rate: 1}\n", yaml: "", want: []string{"s.yaml", "set trace or synthetic"}},
 		{name: "trace and synthetic", replace: "arrivals:\n", yaml: "arrivals:\n  trace: x.csv\n", want: []string{"s.yaml:", "not both"}},
