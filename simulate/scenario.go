@@ -361,8 +361,8 @@ func (sc *Scenario) Validate() error {
 		return sc.errorf("format", "arrivals format %q: want counts or events", a.Format)
 	case a.Scale < 0 || math.IsNaN(a.Scale) || a.Scale > 1e6:
 		return sc.errorf("scale", "arrivals scale %v: want a positive number", a.Scale)
-	case sc.Drain.Duration < 0:
-		return sc.errorf("drain", "drain %v: must not be negative", sc.Drain.Duration)
+	case sc.Drain.Duration < 0 || sc.Drain.Duration > 30*24*time.Hour:
+		return sc.errorf("drain", "drain %v: want between 0 and 30 days", sc.Drain.Duration)
 	}
 	if g := a.Synthetic; g != nil {
 		switch g.Kind {
@@ -372,7 +372,7 @@ func (sc *Scenario) Validate() error {
 		}
 		switch {
 		case g.Length.Duration < time.Second || g.Length.Duration > maxTraceSeconds*time.Second:
-			return sc.errorf("length", "synthetic length %v: want between 1s and 366 days", g.Length.Duration)
+			return sc.errorf("length", "synthetic length %v: want between 1s and 100 days", g.Length.Duration)
 		case g.Rate < 0 || g.To < 0 || math.IsNaN(g.Rate+g.To):
 			return sc.errorf("rate", "synthetic rate %v / to %v: must not be negative", g.Rate, g.To)
 		case g.Kind == "diurnal" && g.To > g.Rate:

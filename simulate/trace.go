@@ -272,9 +272,9 @@ func readCounts(br *bufio.Reader, name, header string, t *Trace) error {
 	return nil
 }
 
-// maxTraceSeconds bounds a trace's span (one year) so that a typo in a timestamp cannot
-// allocate without bound.
-const maxTraceSeconds = 366 * 24 * 3600
+// maxTraceSeconds bounds a trace's span (100 days, the per-tick state of a run is a few
+// tens of bytes per second) so that a typo in a timestamp cannot allocate without bound.
+const maxTraceSeconds = 100 * 24 * 3600
 
 func readEvents(br *bufio.Reader, name, header string, t *Trace) error {
 	cols := splitHeader(header)

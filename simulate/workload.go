@@ -8,6 +8,9 @@ import (
 	"time"
 )
 
+// maxMessages bounds a run's messages (arrivals.scale can multiply a trace).
+const maxMessages = 200_000_000
+
 // arrivals is a compiled arrival series: messages per second, and each message's service
 // time in seconds (ticks), in arrival order.
 type arrivals struct {
@@ -60,6 +63,9 @@ func (sc *Scenario) compileArrivals(trace *Trace) (*arrivals, error) {
 	}
 	for _, c := range a.counts {
 		a.total += c
+	}
+	if a.total > maxMessages {
+		return nil, fmt.Errorf("%s: %d messages: more than the %d the simulator replays; lower arrivals scale (%v)", a.source, a.total, int64(maxMessages), scale)
 	}
 	if a.total == 0 {
 		return nil, fmt.Errorf("%s: no messages arrive (the trace is empty or arrivals scale %v thins it to nothing)", a.source, scale)
