@@ -58,6 +58,11 @@ func newGroup(t *testing.T, k *lab.Kube, name string) *group {
 	if _, err := g.c.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("create namespace %s: %v", name, err)
 	}
+	// Pods are admitted only once the namespace's default ServiceAccount exists.
+	eventually(t, "default service account in "+name, func() error {
+		_, err := g.c.CoreV1().ServiceAccounts(name).Get(ctx, "default", metav1.GetOptions{})
+		return err
+	})
 	t.Cleanup(func() {
 		ctx := context.Background()
 		_ = g.c.CoreV1().Namespaces().Delete(ctx, name, metav1.DeleteOptions{})
@@ -264,9 +269,11 @@ func TestClusterFollowsPods(t *testing.T) {
 	eventually(t, "fit after delete", wantFit(c, fp, cons, 7+1))
 	g.createPod(podSpec{name: "e", cpu: "3", mem: "1Gi", node: big}) // big: 4000m free → 4
 	eventually(t, "fit after add", wantFit(c, fp, cons, 4+1))
-	g.deletePod("d") // small gets its second slot back: 1500m → 1
+	// Pod slots: small has 3; c, f and g fill them once d is gone. big: 20 − 2 pods.
+	g.deletePod("d")
 	g.createPod(podSpec{name: "f", cpu: "200m", mem: "100Mi", node: small})
-	eventually(t, "fit after replacing a pod on small", wantFit(c, capacity.Footprint{MilliCPU: 100, Memory: 64 * mi}, cons, 17+0))
+	g.createPod(podSpec{name: "g", cpu: "200m", mem: "100Mi", node: small})
+	eventually(t, "fit when small runs out of pod slots", wantFit(c, capacity.Footprint{MilliCPU: 100, Memory: 64 * mi}, cons, 18+0))
 }
 
 func TestTargetDeploymentPendingUnschedulable(t *testing.T) {

@@ -41,6 +41,8 @@ type KubeOptions struct {
 	// NoScheduler and NoControllerManager leave those components out.
 	NoScheduler         bool
 	NoControllerManager bool
+	// NoKWOK leaves out the KWOK controller; AddNode then fails, as nothing makes nodes Ready.
+	NoKWOK bool
 	// MetricsServer also runs a metrics-server that scrapes KWOK's emulated kubelets and
 	// serves metrics.k8s.io through the aggregation layer.
 	MetricsServer bool
@@ -84,7 +86,13 @@ type Kube struct {
 // exists (with the controller manager). Missing binaries give an error wrapping
 // ErrUnavailable; build them with `go run ./internal/cmd/labbuild`.
 func StartKube(ctx context.Context, opts KubeOptions) (k *Kube, err error) {
-	names := []string{"etcd", "kube-apiserver", "kwok"}
+	if opts.MetricsServer && opts.NoKWOK {
+		return nil, errors.New("start kube: metrics-server needs KWOK's emulated kubelets (NoKWOK is set)")
+	}
+	names := []string{"etcd", "kube-apiserver"}
+	if !opts.NoKWOK {
+		names = append(names, "kwok")
+	}
 	if !opts.NoControllerManager {
 		names = append(names, "kube-controller-manager")
 	}
@@ -102,9 +110,11 @@ func StartKube(ctx context.Context, opts KubeOptions) (k *Kube, err error) {
 		}
 		bins[n] = p
 	}
-	kwokConfig, err := KWOKConfig(ctx)
-	if err != nil {
-		return nil, err
+	var kwokConfig string
+	if !opts.NoKWOK {
+		if kwokConfig, err = KWOKConfig(ctx); err != nil {
+			return nil, err
+		}
 	}
 
 	k = &Kube{Dir: opts.Dir, opts: opts}
@@ -209,7 +219,9 @@ func StartKube(ctx context.Context, opts KubeOptions) (k *Kube, err error) {
 	// KWOK: manages only annotated nodes; pod IPs come from a loopback range so that pod
 	// identities can be real TCP source addresses. The 40 s node lease matches kwokctl and
 	// keeps the node-lifecycle controller from marking fake nodes NotReady.
-	if err := k.start(ctx, "kwok", bins["kwok"], []string{
+	if opts.NoKWOK {
+		// no fake kubelets
+	} else if err := k.start(ctx, "kwok", bins["kwok"], []string{
 		"--config", kwokConfig, "--kubeconfig", k.Kubeconfig,
 		"--manage-all-nodes=false", "--manage-nodes-with-annotation-selector=" + KWOKNodeAnnotation + "=fake",
 		"--node-lease-duration-seconds=40", "--cidr=127.16.0.0/16", "--node-ip=127.0.0.1",
@@ -437,7 +449,7 @@ type NodeSpec struct {
 	Unschedulable bool
 }
 
-// AddNode creates a fake node that KWOK keeps Ready and waits until it is Ready without the
+// AddNode creates a fake node that KWOK keeps Ready (it fails without KWOK) and waits until it is Ready without the
 // not-ready taint, so that the scheduler can use it at once.
 func (k *Kube) AddNode(ctx context.Context, spec NodeSpec) error {
 	cpu, err := resource.ParseQuantity(spec.CPU)
