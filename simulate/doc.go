@@ -41,12 +41,15 @@
 //
 // # Policies
 //
-//   - headroom: KEDA with external-push over scaler.Decide. The scaler's queue reading (ready,
-//     unacknowledged, busy workers, publish rate over 30 s) is refreshed every brokerRefresh
-//     (default 5 s, the server's --refresh default), and the deletion costs come from it; Ready/Pending/Current/LastScaleUp come live from the model; Fit is
-//     capacity.Fit over the nodes with live usage, the footprint override when set, the
-//     target's own pods counted at max(requests, footprint), and the reserve. The HPA gets
+//   - headroom: KEDA with external-push over scaler.Decide. The scaler's queue reading
+//     (ready, unacknowledged, busy workers, publish rate over 30 s) is refreshed every
+//     brokerRefresh (default 5 s, the server's --refresh default), and the deletion costs
+//     come from it; Ready, Pending, Current and LastScaleUp come live from the model. Fit is
+//     capacity.Fit over the nodes' requests (the target's own pods at their requests, as the
+//     server counts them, or at max(requests, footprint) with ownPodsAtFootprint) and live
+//     usage, with the footprint override when set and the reserve. The HPA gets
 //     scaler.MetricValue(decision) at each sync (default behavior: scaler.ExactBehavior).
+//     One target only: Share's arbitration between ScaledObjects is not modelled.
 //   - keda-default: KEDA's RabbitMQ scaler, QueueLength 20 on ready + unacknowledged messages,
 //     pollingInterval 30 s, cooldownPeriod 300 s, no HPA behavior (the legacy rules).
 //   - keda-tuned: the same trigger with the scenario's queueLength and behavior.
