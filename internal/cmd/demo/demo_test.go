@@ -1,0 +1,98 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"go.uber.org/goleak"
+
+	"github.com/headroom-autoscaler/headroom/e2e"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestReadBurst(t *testing.T) {
+	tests := []struct {
+		name          string
+		csv           string
+		window, speed int
+		total         int
+		want          []int
+		wantErr       string
+	}{
+		{name: "shape kept, total scaled", csv: "period,count\na,1\nb,1\nc,2\nd,4\n", window: 4, speed: 2, total: 16, want: []int{4, 12}},
+		{name: "window shorter than the trace", csv: "period,count\na,5\nb,5\nc,100\n", window: 2, speed: 1, total: 10, want: []int{5, 5}},
+		{name: "rounding keeps the total", csv: "period,count\na,1\nb,1\nc,1\n", window: 3, speed: 1, total: 10, want: []int{3, 3, 4}},
+		{name: "bad count", csv: "period,count\na,x\n", window: 1, speed: 1, total: 1, wantErr: `count "x"`},
+		{name: "no arrivals", csv: "period,count\na,0\n", window: 1, speed: 1, total: 1, wantErr: "no arrivals"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "trace.csv")
+			if err := os.WriteFile(p, []byte(tc.csv), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			got, err := readBurst(p, tc.window, tc.speed, tc.total)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want one containing %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("got %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseSample(t *testing.T) {
+	tests := []struct {
+		line      string
+		wantName  string
+		wantLabel string
+		wantValue string
+		wantOK    bool
+	}{
+		{line: `headroom_fit_replicas{namespace="jobs",scaledobject="worker"} 3`, wantName: "headroom_fit_replicas", wantLabel: "worker", wantValue: "3", wantOK: true},
+		{line: `# HELP headroom_fit_replicas x`},
+		{line: `go_goroutines 12`},
+		{line: ``},
+	}
+	for _, tc := range tests {
+		t.Run(tc.line, func(t *testing.T) {
+			name, lbls, value, ok := parseSample(tc.line)
+			if ok != tc.wantOK || name != tc.wantName || value != tc.wantValue || lbls["scaledobject"] != tc.wantLabel {
+				t.Errorf("got %q %v %q %v, want %q scaledobject=%q %q %v", name, lbls, value, ok, tc.wantName, tc.wantLabel, tc.wantValue, tc.wantOK)
+			}
+		})
+	}
+}
+
+// TestExampleManifests adapts the repository's example ScaledObjects: every trigger points
+// at the local scaler, polling is fast, everything lands in the demo namespace.
+func TestExampleManifests(t *testing.T) {
+	root, err := e2e.ModuleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exampleManifests(root, "127.0.0.1:4242")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(out)
+	for _, want := range []string{`"scalerAddress":"127.0.0.1:4242"`, `"pollingInterval":1`, `"namespace":"jobs"`, `"name":"loader"`, `"name":"worker"`} {
+		if !strings.Contains(s, want) {
+			t.Errorf("adapted manifests lack %s:\n%s", want, s)
+		}
+	}
+	if strings.Contains(s, "headroom.headroom.svc") {
+		t.Errorf("adapted manifests still name the in-cluster scaler address")
+	}
+}
