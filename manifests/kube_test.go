@@ -3,11 +3,13 @@ package manifests
 import (
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
@@ -69,8 +71,16 @@ func (c cluster) install(ctx context.Context) error {
 		}
 		name := strings.TrimSuffix(filepath.Base(ref.Path), ".yaml")
 		group, plural, _ := strings.Cut(name, "_")
-		if out, err := c.run(ctx, "", "wait", "--for=condition=Established", "--timeout=60s", "crd/"+plural+"."+group); err != nil {
-			return fmt.Errorf("wait for CRD %s: %w\n%s", name, err, out)
+		// Polled rather than `kubectl wait`, which fails on a CRD that has no status yet.
+		err = lab.WaitFor(ctx, "CRD "+plural+"."+group+" established", time.Minute, 100*time.Millisecond, func(ctx context.Context) error {
+			out, err := c.run(ctx, "", "get", "crd/"+plural+"."+group, "-o", `jsonpath={.status.conditions[?(@.type=="Established")].status}`)
+			if err == nil && out != "True" {
+				err = fmt.Errorf("established: %q", out)
+			}
+			return err
+		})
+		if err != nil {
+			return err
 		}
 	}
 	for _, ns := range []string{"headroom", "keda", "jobs"} {
@@ -112,6 +122,30 @@ func TestServerSideDryRun(t *testing.T) {
 				t.Errorf("%d of %d objects accepted:\n%s", accepted, len(objs), out)
 			}
 		})
+	}
+}
+
+// TestServerSideDryRunRejects shows that the dry run enforces the CRD schemas: a
+// ScaledObject with a fallback behavior KEDA does not know is refused.
+func TestServerSideDryRunRejects(t *testing.T) {
+	c := realCluster(t)
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	err := os.WriteFile(bad, []byte(`apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata: {name: bad, namespace: jobs}
+spec:
+  scaleTargetRef: {name: loader}
+  fallback: {failureThreshold: 3, replicas: 1, behavior: sometimes}
+  triggers:
+  - type: external
+    metadata: {scalerAddress: "headroom.headroom.svc.cluster.local:9090"}
+`), 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := c.run(t.Context(), "", "apply", "-f", bad, "--dry-run=server")
+	if err == nil || !strings.Contains(out, "sometimes") {
+		t.Errorf("kubectl apply of an invalid ScaledObject: %v, want a rejection naming the bad value\n%s", err, out)
 	}
 }
 
