@@ -48,6 +48,7 @@ func main() {
 	case errors.Is(err, flag.ErrHelp):
 		os.Exit(0)
 	case errors.Is(err, errUsage):
+		fmt.Fprintln(os.Stderr, "scaler:", err)
 		os.Exit(2)
 	default:
 		fmt.Fprintln(os.Stderr, "scaler:", err)
@@ -84,7 +85,7 @@ func signalContext() (context.Context, func()) {
 }
 
 // errUsage marks a command line that could not be understood (exit status 2).
-var errUsage = errors.New("usage")
+var errUsage = errors.New("run with --help for usage")
 
 // run dispatches to a command. It returns flag.ErrHelp after printing help.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
