@@ -1,6 +1,10 @@
 package queue
 
-import "context"
+import (
+	"context"
+	"regexp"
+	"time"
+)
 
 // Watch registers sel on its broker without waiting, so that RefreshOnce reads it.
 func (r *Reader) Watch(sel Selector) {
@@ -9,7 +13,11 @@ func (r *Reader) Watch(sel Selector) {
 	defer b.mu.Unlock()
 	k := ikey{vhost: sel.vhost(), queue: sel.Queue, pattern: sel.Pattern}
 	if _, ok := b.interest[k]; !ok {
-		b.interest[k] = &interest{since: b.started + 1}
+		in := &interest{since: b.started + 1, lastUsed: time.Now()}
+		if sel.Pattern != "" {
+			in.re = regexp.MustCompile(sel.Pattern)
+		}
+		b.interest[k] = in
 	}
 }
 

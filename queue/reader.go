@@ -81,6 +81,9 @@ type Reader struct {
 	opts    Options
 	brokers map[string]*broker
 
+	// patterns holds every pattern that compiled, so that reads skip recompiling it.
+	patterns sync.Map
+
 	startOnce sync.Once
 	closeOnce sync.Once
 	closing   chan struct{}
@@ -158,6 +161,14 @@ func (r *Reader) closeSources() {
 	}
 }
 
+func (r *Reader) validate(sel Selector) error {
+	err := sel.validate(func(p string) bool { _, ok := r.patterns.Load(p); return ok })
+	if err == nil && sel.Pattern != "" {
+		r.patterns.Store(sel.Pattern, struct{}{})
+	}
+	return err
+}
+
 func (r *Reader) broker(name string) (*broker, error) {
 	b, ok := r.brokers[name]
 	if !ok {
@@ -172,7 +183,7 @@ func (r *Reader) broker(name string) (*broker, error) {
 // (wrapped, credentials redacted), never an empty snapshot. A queue that does not exist, or a
 // pattern that matches none, is ErrNotFound.
 func (r *Reader) Snapshot(ctx context.Context, sel Selector) (Snapshot, error) {
-	if err := sel.Validate(); err != nil {
+	if err := r.validate(sel); err != nil {
 		return Snapshot{}, err
 	}
 	b, err := r.broker(sel.Broker)
@@ -191,7 +202,7 @@ func (r *Reader) Snapshot(ctx context.Context, sel Selector) (Snapshot, error) {
 // The first call turns on reading /api/consumers and /api/channels for the selector's vhost
 // and waits for a refresh that includes them.
 func (r *Reader) Consumers(ctx context.Context, sel Selector) ([]Consumer, error) {
-	if err := sel.Validate(); err != nil {
+	if err := r.validate(sel); err != nil {
 		return nil, err
 	}
 	b, err := r.broker(sel.Broker)

@@ -48,6 +48,11 @@ type Selector struct {
 
 // Validate reports the first bad field, naming it and its value. It never changes s.
 func (s Selector) Validate() error {
+	return s.validate(func(string) bool { return false })
+}
+
+// validate checks s, compiling its pattern unless compiled(pattern) says it is known good.
+func (s Selector) validate(compiled func(pattern string) bool) error {
 	if s.Broker == "" {
 		return fmt.Errorf("selector: broker is empty")
 	}
@@ -60,13 +65,13 @@ func (s Selector) Validate() error {
 	if len(s.Queue) > 255 {
 		return fmt.Errorf("selector on broker %q: queue name of %d bytes, at most 255", s.Broker, len(s.Queue))
 	}
-	if s.Pattern != "" {
+	if _, err := ParseOp(string(s.Op)); err != nil {
+		return fmt.Errorf("selector on broker %q: %w", s.Broker, err)
+	}
+	if s.Pattern != "" && !compiled(s.Pattern) {
 		if _, err := regexp.Compile(s.Pattern); err != nil {
 			return fmt.Errorf("selector on broker %q: pattern %q: %w", s.Broker, s.Pattern, err)
 		}
-	}
-	if _, err := ParseOp(string(s.Op)); err != nil {
-		return fmt.Errorf("selector on broker %q: %w", s.Broker, err)
 	}
 	return nil
 }
