@@ -402,7 +402,7 @@ func (k *Kube) RestartAPIServer(ctx context.Context) error {
 	p := k.apiserver
 	k.mu.Unlock()
 	if p != nil {
-		if err := p.Stop(20 * time.Second); err != nil {
+		if err := p.Stop(5 * time.Second); err != nil {
 			return fmt.Errorf("stop kube-apiserver: %w", err)
 		}
 	}
