@@ -162,8 +162,8 @@ func (s *Server) Ready() error {
 		if err != nil {
 			return err
 		}
-		if st.Refreshes == 0 {
-			continue // nobody asked about this broker yet
+		if st.Refreshes == 0 || st.Selectors == 0 {
+			continue // nobody asks about this broker (yet, or any more): it is not read
 		}
 		if st.LastError != nil {
 			return fmt.Errorf("broker %q: %w", b, st.LastError)
