@@ -378,6 +378,10 @@ func TestBrokerCrashAndRecovery(t *testing.T) {
 		if errors.Is(err, queue.ErrNotFound) || strings.Contains(err.Error(), "guest:guest") {
 			t.Errorf("%s while down: got %v, want a connection error without credentials", name, err)
 		}
+		st, _ := rd.BrokerStats("rmq")
+		if st.LastError == nil || st.Failures == 0 || st.LastSuccess.IsZero() || !st.LastSuccess.Before(st.LastRefresh) {
+			t.Errorf("%s stats while down: got %+v, want a last error, failures, and a last success before the last refresh", name, st)
+		}
 	}
 
 	t.Logf("errors seen; restarting the broker")
