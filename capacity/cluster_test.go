@@ -96,6 +96,10 @@ type podSpec struct {
 	labels      map[string]string
 	annotations map[string]string
 	tolerations []corev1.Toleration
+	// sidecars: cpu and mem are split between a main container and a restartable init
+	// container (a sidecar), and a plain init container asks for 200m more CPU than the
+	// total, so the pod's request is the scheduler's max(init, sidecar + main).
+	sidecars bool
 }
 
 func (g *group) pod(p podSpec) *corev1.Pod {
@@ -106,7 +110,7 @@ func (g *group) pod(p podSpec) *corev1.Pod {
 	if p.mem != "" {
 		res[corev1.ResourceMemory] = resource.MustParse(p.mem)
 	}
-	return &corev1.Pod{
+	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: p.name, Namespace: g.name, Labels: p.labels, Annotations: p.annotations},
 		Spec: corev1.PodSpec{
 			NodeName:     p.node,
@@ -115,6 +119,25 @@ func (g *group) pod(p podSpec) *corev1.Pod {
 			Containers:   []corev1.Container{{Name: "w", Image: "worker", Resources: corev1.ResourceRequirements{Requests: res}}},
 		},
 	}
+	if p.sidecars {
+		cpu, mem := res[corev1.ResourceCPU], res[corev1.ResourceMemory]
+		side := corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("64Mi")}
+		main := corev1.ResourceList{
+			corev1.ResourceCPU:    *resource.NewMilliQuantity(cpu.MilliValue()-100, resource.DecimalSI),
+			corev1.ResourceMemory: *resource.NewQuantity(mem.Value()-64*mi, resource.BinarySI),
+		}
+		init := corev1.ResourceList{
+			corev1.ResourceCPU:    *resource.NewMilliQuantity(cpu.MilliValue()+200, resource.DecimalSI),
+			corev1.ResourceMemory: *resource.NewQuantity(mem.Value()/2, resource.BinarySI),
+		}
+		always := corev1.ContainerRestartPolicyAlways
+		pod.Spec.Containers[0].Resources.Requests = main
+		pod.Spec.InitContainers = []corev1.Container{
+			{Name: "init", Image: "init", Resources: corev1.ResourceRequirements{Requests: init}},
+			{Name: "sidecar", Image: "sidecar", RestartPolicy: &always, Resources: corev1.ResourceRequirements{Requests: side}},
+		}
+	}
+	return pod
 }
 
 func (g *group) createPod(p podSpec) {

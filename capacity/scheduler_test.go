@@ -78,18 +78,27 @@ func groundTruth(t *testing.T, k *lab.Kube, c *capacity.Cluster, rng *rand.Rand,
 	for i := range nodes {
 		n := &nodes[i]
 		for j := range rng.IntN(4) {
-			cpu, mem := 100+50*rng.Int64N(19), 128+64*rng.Int64N(31)
-			if cpu > n.free[0] || mem > n.free[1] || n.used >= n.pods {
+			ps := podSpec{
+				name: fmt.Sprintf("pre-%d-%d", i, j), node: n.name, tolerations: tolerations, sidecars: rng.IntN(3) == 0,
+				cpu: fmt.Sprintf("%dm", 200+50*rng.Int64N(17)), mem: fmt.Sprintf("%dMi", 128+64*rng.Int64N(31)),
+			}
+			req, _ := capacity.TemplateFootprint(&g.pod(ps).Spec)
+			if req.MilliCPU > n.free[0] || req.Memory/mi > n.free[1] || n.used >= n.pods {
 				continue
 			}
-			n.free[0] -= cpu
-			n.free[1] -= mem
+			n.free[0] -= req.MilliCPU
+			n.free[1] -= req.Memory / mi
 			n.used++
 			existing++
-			g.createPod(podSpec{name: fmt.Sprintf("pre-%d-%d", i, j), cpu: fmt.Sprintf("%dm", cpu), mem: fmt.Sprintf("%dMi", mem), node: n.name, tolerations: tolerations})
+			g.createPod(ps)
 		}
 	}
-	fp := capacity.Footprint{MilliCPU: 250 + 50*rng.Int64N(26), Memory: (256 + 64*rng.Int64N(45)) * mi}
+	probe := podSpec{
+		labels: map[string]string{"role": "probe"}, tolerations: tolerations, sidecars: rng.IntN(2) == 0,
+		cpu: fmt.Sprintf("%dm", 250+50*rng.Int64N(26)), mem: fmt.Sprintf("%dMi", 256+64*rng.Int64N(45)),
+	}
+	// The footprint is computed from the pod spec, as Target does from a template.
+	fp, _ := capacity.TemplateFootprint(&g.pod(probe).Spec)
 	cons := g.constraints()
 	if tolerate {
 		cons.Tolerations = []capacity.Toleration{{Key: taint.Key, Operator: "Equal", Value: taint.Value, Effect: string(taint.Effect)}}
@@ -109,13 +118,11 @@ func groundTruth(t *testing.T, k *lab.Kube, c *capacity.Cluster, rng *rand.Rand,
 		return nil
 	})
 	fit := c.Fit(fp, cons, capacity.Resources{})
-	t.Logf("footprint %dm %dMi tolerate=%v: Fit = %d (%d pods already bound)", fp.MilliCPU, fp.Memory/mi, tolerate, fit, existing)
+	t.Logf("footprint %dm %dMi sidecars=%v tolerate=%v: Fit = %d (%d pods already bound)", fp.MilliCPU, fp.Memory/mi, probe.sidecars, tolerate, fit, existing)
 
 	for i := range fit + 1 {
-		g.createPod(podSpec{
-			name: fmt.Sprintf("w-%03d", i), labels: map[string]string{"role": "probe"},
-			cpu: fmt.Sprintf("%dm", fp.MilliCPU), mem: fmt.Sprintf("%dMi", fp.Memory/mi), tolerations: tolerations,
-		})
+		probe.name = fmt.Sprintf("w-%03d", i)
+		g.createPod(probe)
 	}
 	var bound, unschedulable int
 	count := func(ctx context.Context) error {
