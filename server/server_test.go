@@ -185,6 +185,12 @@ func TestGetMetricsFollowsQueueBoundedByFit(t *testing.T) {
 		})
 	}
 
+	t.Run("ready", func(t *testing.T) {
+		if err := e.srv.Ready(); err != nil {
+			t.Errorf("Ready() = %v, want nil with the broker up and the caches synced", err)
+		}
+	})
+
 	t.Run("metric spec", func(t *testing.T) {
 		spec, err := e.client.GetMetricSpec(t.Context(), r)
 		if err != nil {
@@ -286,6 +292,12 @@ func TestErrors(t *testing.T) {
 			}
 		})
 	}
+
+	t.Run("not ready while a broker in use is down", func(t *testing.T) {
+		if err := e.srv.Ready(); err == nil || !strings.Contains(err.Error(), `"down"`) {
+			t.Errorf("Ready() = %v, want an error naming broker \"down\"", err)
+		}
+	})
 
 	t.Run("stale snapshot", func(t *testing.T) {
 		e.skew.Store(int64(time.Minute)) // the last read now looks a minute old
