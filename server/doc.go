@@ -13,6 +13,20 @@
 // planner's latest plan: a map lookup. A trigger the planner has not seen yet is decided on
 // demand from the caches, without a share.
 //
+// Sharing: each target that wants more workers than it runs (its decision with unlimited
+// room, so already bounded by its queue, step and maximum) claims a fraction of the cluster's
+// free room: wanted pods ÷ the pods of its own footprint that fit, in millionths. scaler.Share
+// splits the whole (one million) among the claims by weight, and each share is converted back
+// into pods of the claimant's footprint. A target twice as large thus pays twice as much per
+// pod. All served targets are treated as one pool of room; bin-packing leftovers can make the
+// sum slightly optimistic, and the Pending-unschedulable pods that result stop the next step.
+//
+// What the planner remembers (because neither the broker nor the cluster says it): when each
+// trigger's queue was first seen empty in the current run of empty readings (Queue.EmptySince,
+// for idleAfter), and when its target's spec replicas were last seen rising (LastScaleUp, for
+// stepTimeout). Both are per scaler replica; after a restart they start unknown, which holds
+// an AMQP-read workload for one idleAfter and lets the next step go at once.
+//
 // Invariants:
 //   - A call never waits on the broker or the API server, except the first call for a queue
 //     nobody asked about yet, which waits (at most Options.FirstReadWait) for its first read.
