@@ -120,7 +120,7 @@ func stripMeta(m *metav1.ObjectMeta) {
 
 func stripNode(n *corev1.Node) {
 	stripMeta(&n.ObjectMeta)
-	n.Spec.PodCIDR, n.Spec.PodCIDRs, n.Spec.ProviderID, n.Spec.ConfigSource = "", nil, "", nil
+	n.Spec.PodCIDR, n.Spec.PodCIDRs, n.Spec.ProviderID = "", nil, ""
 	var ready []corev1.NodeCondition
 	for _, c := range n.Status.Conditions {
 		if c.Type == corev1.NodeReady {
