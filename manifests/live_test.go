@@ -154,7 +154,17 @@ func TestDashboardAndAlertsOnLiveScaler(t *testing.T) {
 	if _, err := client.GetMetrics(ctx, &pb.GetMetricsRequest{ScaledObjectRef: bad}); status.Code(err) != codes.InvalidArgument {
 		t.Errorf("GetMetrics with stepPods=lots: %v, want InvalidArgument", err)
 	}
-	drive(t, c, rmq.ManagementURL(), client, sos, 40*time.Second)
+	// A second wave of work half-way, and a second bad call, so that the run shows a
+	// scale-up after a drain and an error rate.
+	wave := func() {
+		for q, n := range map[string]int{"loads": 20, "tasks.small": 100} {
+			if err := admin.Publish(ctx, "/", q, n); err != nil {
+				t.Fatal(err)
+			}
+		}
+		_, _ = client.GetMetrics(ctx, &pb.GetMetricsRequest{ScaledObjectRef: bad})
+	}
+	drive(t, c, rmq.ManagementURL(), client, sos, 50*time.Second, map[int]func(){25: wave})
 	time.Sleep(3 * time.Second) // the last decisions reach a scrape
 	end := time.Now()
 
@@ -199,7 +209,7 @@ func TestDashboardAndAlertsOnLiveScaler(t *testing.T) {
 	}
 	checkRuleHealth(t, prom.URL)
 
-	img, data, err := dashcheck.Snapshot(ctx, pc, loadDashboard(t), dashcheck.SnapshotOptions{Start: start, End: end, Step: time.Second})
+	img, data, err := dashcheck.Snapshot(ctx, pc, loadDashboard(t), dashcheck.SnapshotOptions{Start: start, End: end, Step: time.Second, RateInterval: "5s"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -246,13 +256,17 @@ func explained(t *testing.T, pc dashcheck.Client, p dashcheck.Parsed) bool {
 
 // drive plays KEDA and the HPA for d: every second it asks the scaler for each ScaledObject's
 // metric spec, activity and metric, sets the target's replicas to the answer, and lets the
-// Ready pods consume messages.
-func drive(t *testing.T, c cluster, mgmtURL string, client pb.ExternalScalerClient, sos []so, d time.Duration) {
+// Ready pods consume messages. at[n] runs before the n-th second.
+func drive(t *testing.T, c cluster, mgmtURL string, client pb.ExternalScalerClient, sos []so, d time.Duration, at map[int]func()) {
 	t.Helper()
 	ctx := t.Context()
 	apps := c.kube.Client().AppsV1()
 	consumed := map[string]int{}
-	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(time.Second) {
+	deadline := time.Now().Add(d)
+	for tick := 0; time.Now().Before(deadline); tick++ {
+		if f := at[tick]; f != nil {
+			f()
+		}
 		for _, s := range sos {
 			if _, err := client.GetMetricSpec(ctx, s.ref); err != nil {
 				t.Fatalf("GetMetricSpec %s: %v", s.ref.Name, err)
@@ -293,6 +307,7 @@ func drive(t *testing.T, c cluster, mgmtURL string, client pb.ExternalScalerClie
 				}
 			}
 		}
+		time.Sleep(time.Second)
 	}
 }
 

@@ -203,12 +203,17 @@ var varRe = regexp.MustCompile(`\$\{([A-Za-z0-9_]+)(?::[a-z]+)?\}|\[\[([A-Za-z0-
 // PromQL and select everything: range variables become 1m, any other variable ".*" (the
 // dashboard only uses them inside =~ matchers, which LoadDashboard's callers check by running
 // the expanded expression).
-func Expand(expr string) string {
+func Expand(expr string) string { return ExpandRate(expr, "1m") }
+
+// ExpandRate is Expand with $__rate_interval, $__interval and $__range set to window (a
+// PromQL duration such as "10s"): Grafana derives them from the time range shown, and a short
+// run needs a short window.
+func ExpandRate(expr, window string) string {
 	return varRe.ReplaceAllStringFunc(expr, func(m string) string {
 		sm := varRe.FindStringSubmatch(m)
 		switch sm[1] + sm[2] + sm[3] {
 		case "__rate_interval", "__interval", "__range":
-			return "1m"
+			return window
 		case "__interval_ms", "__range_ms":
 			return "60000"
 		case "__range_s":

@@ -24,6 +24,8 @@ type SnapshotOptions struct {
 	Start, End time.Time
 	// Step is the range query resolution; 0 means (End-Start)/200.
 	Step time.Duration
+	// RateInterval replaces $__rate_interval (see ExpandRate); "" means 1m.
+	RateInterval string
 	// Columns of panels; 0 means 2.
 	Columns int
 	// PanelWidth and PanelHeight size one panel; 0 means 16 cm by 8 cm.
@@ -47,6 +49,9 @@ func Snapshot(ctx context.Context, c Client, d *Dashboard, o SnapshotOptions) ([
 	if o.Step <= 0 {
 		o.Step = max(o.End.Sub(o.Start)/200, time.Second)
 	}
+	if o.RateInterval == "" {
+		o.RateInterval = "1m"
+	}
 	if o.Columns <= 0 {
 		o.Columns = 2
 	}
@@ -63,7 +68,7 @@ func Snapshot(ctx context.Context, c Client, d *Dashboard, o SnapshotOptions) ([
 		}
 		pd := PanelData{Panel: p}
 		for _, t := range p.Targets {
-			ss, err := c.Range(ctx, Expand(t.Expr), o.Start, o.End, o.Step)
+			ss, err := c.Range(ctx, ExpandRate(t.Expr, o.RateInterval), o.Start, o.End, o.Step)
 			if err != nil {
 				return nil, nil, fmt.Errorf("panel %q target %s: %w", p.Title, t.RefID, err)
 			}
