@@ -72,6 +72,7 @@ func TestParseBroker(t *testing.T) {
 		{name: "spaces trimmed", in: " main = amqp://rabbit ", want: queue.BrokerConfig{Name: "main", URL: "amqp://rabbit"}},
 		{name: "no equals, password hidden", in: "amqp://u:hunter2@rabbit", wantErr: "want name=url"},
 		{name: "bad url, password hidden", in: "main=amqp://u:hunter2@rabbit/vh", wantErr: `names vhost "vh"`},
+		{name: "no scheme, password hidden", in: "main=guest:hunter2@rabbit:15672", wantErr: `scheme "guest"`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -159,6 +160,9 @@ func TestRedactURL(t *testing.T) {
 		{name: "inside text", in: `dial "http://u:p%40ss@h/api": refused`, want: `dial "http://xxxxx@h/api": refused`},
 		{name: "no userinfo", in: "https://h:15671/api/queues", want: "https://h:15671/api/queues"},
 		{name: "raw at sign in password", in: "amqp://u:p@ss@h/", want: "amqp://xxxxx@h/"},
+		{name: "no scheme", in: "guest:hunter2@rabbit:15672", want: "xxxxx@rabbit:15672"},
+		{name: "empty scheme", in: "://u:hunter2@", want: "://xxxxx@"},
+		{name: "raw slash in password", in: "amqp://u:p/ss@h", want: "amqp://xxxxx@h"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

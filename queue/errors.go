@@ -45,8 +45,8 @@ func redactErr(err error, secrets ...string) error {
 	return &redactedError{err: err, secrets: keep}
 }
 
-// userinfoRE matches the userinfo of a URL inside free text: scheme://user:password@
-var userinfoRE = regexp.MustCompile(`([a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s]*@`)
+// userinfoRE matches the userinfo of a URL inside free text: [scheme]://user:password@
+var userinfoRE = regexp.MustCompile(`((?:[a-zA-Z][a-zA-Z0-9+.-]*)?://)[^/\s]*@`)
 
 const redacted = "xxxxx"
 
@@ -66,9 +66,17 @@ func redact(s string, secrets []string) string {
 	return s
 }
 
-// RedactURL returns raw with any password (and user name) replaced, for logs and errors.
-// A value that does not parse as a URL is still scrubbed of anything that looks like
-// userinfo.
+// RedactURL returns raw with any user name and password replaced, for logs and errors. It
+// does not need raw to parse: everything between "://" (or the start, when there is none)
+// and the last '@' is userinfo.
 func RedactURL(raw string) string {
-	return redact(raw, nil)
+	start := 0
+	if i := strings.Index(raw, "://"); i >= 0 {
+		start = i + len("://")
+	}
+	at := strings.LastIndex(raw, "@")
+	if at < start {
+		return raw
+	}
+	return raw[:start] + redacted + raw[at:]
 }
