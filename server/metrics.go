@@ -161,12 +161,18 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	// with the highest decision (the HPA takes the maximum over its metrics).
 	best := map[[2]string]*entry{}
 	var order [][2]string
+	failed := map[[2]string]bool{}
+	var failedOrder [][2]string
 	for _, k := range pl.sortedKeys() {
 		e := pl.entries[k]
+		id := [2]string{k.namespace, k.name}
 		if e.err != nil {
+			if !failed[id] {
+				failed[id] = true
+				failedOrder = append(failedOrder, id)
+			}
 			continue
 		}
-		id := [2]string{k.namespace, k.name}
 		if b, ok := best[id]; !ok {
 			order = append(order, id)
 			best[id] = e
@@ -197,6 +203,19 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		gauge(descMessages, float64(e.snap.Ready), ns, so, "ready")
 		gauge(descMessages, float64(e.snap.Unacked), ns, so, "unacked")
+	}
+	// ScaledObjects with no decision at all show limit="error".
+	for _, id := range failedOrder {
+		if _, ok := best[id]; ok {
+			continue
+		}
+		for _, l := range scaler.Limits {
+			v := 0.0
+			if l == scaler.LimitError {
+				v = 1
+			}
+			gauge(descLimit, v, id[0], id[1], string(l))
+		}
 	}
 	for _, b := range s.brokers {
 		st, err := s.opts.Brokers.BrokerStats(b)

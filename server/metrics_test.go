@@ -22,7 +22,8 @@ import (
 
 var update = flag.Bool("update", false, "rewrite testdata/metrics.golden")
 
-// fixedState builds a server over fixed inputs: two ScaledObjects, one limited by capacity.
+// fixedState builds a server over fixed inputs: two ScaledObjects, one limited by capacity,
+// and one without a decision.
 func fixedState(t *testing.T) (*server.Server, *prometheus.Registry) {
 	t.Helper()
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
@@ -33,6 +34,9 @@ func fixedState(t *testing.T) (*server.Server, *prometheus.Registry) {
 	c := newFakeCluster()
 	c.add("shop", "loader", server.Workload{Current: 4, Ready: 4, Fit: 2}, map[string]string{"queue": "loads"})
 	c.add("shop", "worker", server.Workload{Current: 40, Ready: 40, Fit: 9}, map[string]string{"queue": "jobs"})
+	// A ScaledObject whose target does not exist: no decision, limit="error".
+	c.add("shop", "orphan", server.Workload{}, map[string]string{"queue": "orphans"})
+	delete(c.workloads, "orphan")
 	reg := prometheus.NewRegistry()
 	srv, err := server.New(server.Options{Queue: q, Brokers: q, Cluster: c, Registerer: reg, Version: "v0.0.0-test",
 		Now: func() time.Time { return now }})

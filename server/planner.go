@@ -254,43 +254,48 @@ func (p *planner) observe(pl *plan, now time.Time) {
 			o = &observation{}
 			p.obs[k] = o
 		}
-		if e.err != nil {
-			continue
-		}
-		if e.snap.Ready+e.snap.Unacked == 0 {
-			if o.emptySince.IsZero() {
-				o.emptySince = now
-			}
-		} else {
-			o.emptySince = time.Time{}
-		}
-		if o.seen && e.workload.Current > o.lastCurrent {
-			o.lastScaleUp = now
-		}
-		o.lastCurrent = e.workload.Current
-
-		d := e.dec
-		s.metrics.decisions.WithLabelValues(k.namespace, k.name, string(d.Limit)).Inc()
 		// Counters start at 0 for every served ScaledObject, so rates and alerts see them.
 		changes := s.metrics.limitChanges.WithLabelValues(k.namespace, k.name)
 		held := s.metrics.scaleDownHeld.WithLabelValues(k.namespace, k.name)
 		s.metrics.deletionCostPatchs.WithLabelValues(k.namespace)
-		if d.Limit == scaler.LimitBusy {
-			held.Inc()
-		}
-		if o.seen && o.limit != d.Limit {
-			changes.Inc()
-			if s.opts.Events != nil {
-				s.opts.Events.LimitChanged(e.so, o.limit, d.Limit, d.Explain())
+
+		limit, explain := scaler.LimitError, ""
+		if e.err != nil {
+			// No decision (KEDA gets the error and applies its fallback): counted as "error".
+			explain = status.Convert(e.err).Message()
+			s.log.Debug("no decision", "namespace", k.namespace, "scaledobject", k.name, "err", explain)
+		} else {
+			d := e.dec
+			limit, explain = d.Limit, d.Explain()
+			if e.snap.Ready+e.snap.Unacked == 0 {
+				if o.emptySince.IsZero() {
+					o.emptySince = now
+				}
+			} else {
+				o.emptySince = time.Time{}
+			}
+			if o.seen && e.workload.Current > o.lastCurrent {
+				o.lastScaleUp = now
+			}
+			o.lastCurrent = e.workload.Current
+			if d.Limit == scaler.LimitBusy {
+				held.Inc()
+			}
+			if s.log.Enabled(context.Background(), slog.LevelDebug) {
+				s.log.Debug("decision", "namespace", k.namespace, "scaledobject", k.name,
+					"replicas", d.Replicas, "limit", string(d.Limit), "need", d.Need, "current", d.Current,
+					"ready", d.Ready, "pending", d.Pending, "fit", e.workload.Fit, "share", e.share,
+					"depth", d.Depth, "explain", explain)
 			}
 		}
-		o.limit, o.seen = d.Limit, true
-		if s.log.Enabled(context.Background(), slog.LevelDebug) {
-			s.log.Debug("decision", "namespace", k.namespace, "scaledobject", k.name,
-				"replicas", d.Replicas, "limit", string(d.Limit), "need", d.Need, "current", d.Current,
-				"ready", d.Ready, "pending", d.Pending, "fit", e.workload.Fit, "share", e.share,
-				"depth", d.Depth, "explain", d.Explain())
+		s.metrics.decisions.WithLabelValues(k.namespace, k.name, string(limit)).Inc()
+		if o.seen && o.limit != limit {
+			changes.Inc()
+			if s.opts.Events != nil {
+				s.opts.Events.LimitChanged(e.so, o.limit, limit, explain)
+			}
 		}
+		o.limit, o.seen = limit, true
 	}
 	for k := range p.obs {
 		if !seen[k] {
