@@ -92,10 +92,9 @@ func (s *amqpSource) connection(vhost string) (*amqp.Connection, error) {
 		return nil, fmt.Errorf("connect to vhost %q: waiting %v before redialling: %w", vhost, c.next.Sub(now).Round(time.Millisecond), c.lastErr)
 	}
 	cfg := amqp.Config{
-		Vhost:           vhost,
-		TLSClientConfig: s.tls,
-		Dial:            amqp.DefaultDial(s.timeout),
-		Properties:      amqp.Table{"connection_name": "headroom queue reader"},
+		Vhost:      vhost,
+		Dial:       amqp.DefaultDial(s.timeout),
+		Properties: amqp.Table{"connection_name": "headroom queue reader"},
 	}
 	if s.user != "" || s.pwd != "" {
 		cfg.SASL = []amqp.Authentication{&amqp.PlainAuth{Username: s.user, Password: s.pwd}}
