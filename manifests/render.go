@@ -8,7 +8,6 @@ import (
 
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
-	"sigs.k8s.io/yaml"
 )
 
 // Files is the manifests tree.
@@ -78,6 +77,3 @@ func Render(dir string) ([]Object, []byte, error) {
 	}
 	return objs, stream, nil
 }
-
-// Decode reads one YAML document into v, rejecting unknown fields when v is a struct.
-func Decode(data []byte, v any) error { return yaml.UnmarshalStrict(data, v) }
