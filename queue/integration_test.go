@@ -465,3 +465,37 @@ func TestManyReaders(t *testing.T) {
 		})
 	}
 }
+
+// TestInterestLifecycle: a first read with a context already done returns at once with the
+// context's error yet registers the selector; a selector nobody reads any more stops being
+// read after InterestTTL, and then the broker sees no requests at all.
+func TestInterestLifecycle(t *testing.T) {
+	r := sharedBroker(t)
+	setup(t, r, "lifecycle", map[string]int{"q": 0})
+	var count countingTransport
+	rd := startReader(t, modes[0].config(r), queue.Options{Refresh: 100 * time.Millisecond, InterestTTL: 500 * time.Millisecond, WrapTransport: count.wrap})
+	sel := queue.Selector{Broker: "rmq", VHost: "lifecycle", Queue: "q"}
+
+	done, cancel := context.WithCancel(t.Context())
+	cancel()
+	if _, err := rd.Snapshot(done, sel); !errors.Is(err, context.Canceled) {
+		t.Fatalf("first read with a done context: got %v, want context.Canceled", err)
+	}
+	waitSnapshot(t, rd, sel, "registered selector", func(s queue.Snapshot, err error) bool { return err == nil })
+
+	err := lab.WaitFor(t.Context(), "interest to expire", 10*time.Second, 100*time.Millisecond, func(context.Context) error {
+		st, _ := rd.BrokerStats("rmq")
+		if st.Selectors != 0 {
+			return fmt.Errorf("%d selectors still watched", st.Selectors)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := count.n.Load()
+	time.Sleep(500 * time.Millisecond) // five refresh intervals
+	if got := count.n.Load(); got != before {
+		t.Errorf("got %d requests with nothing watched, want 0", got-before)
+	}
+}

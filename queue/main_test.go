@@ -22,6 +22,8 @@ var shared struct {
 	err  error
 }
 
+// TestMain checks for leaked goroutines like goleak.VerifyTestMain, but only after the shared
+// broker is stopped (its process watcher is a goroutine owned by the broker, not a leak).
 func TestMain(m *testing.M) {
 	code := m.Run()
 	if shared.r != nil {
