@@ -31,6 +31,9 @@ type entry struct {
 	cfg *Config
 	// err is a gRPC status error when there is no decision.
 	err error
+	// firstRead marks an err that only says the queue has not been read yet (a new trigger):
+	// not an observation worth counting or reporting.
+	firstRead bool
 
 	dec      scaler.Decision
 	snap     queue.Snapshot
@@ -254,6 +257,9 @@ func (p *planner) observe(pl *plan, now time.Time) {
 			o = &observation{}
 			p.obs[k] = o
 		}
+		if e.firstRead {
+			continue
+		}
 		// Counters start at 0 for every served ScaledObject, so rates and alerts see them.
 		changes := s.metrics.limitChanges.WithLabelValues(k.namespace, k.name)
 		held := s.metrics.scaleDownHeld.WithLabelValues(k.namespace, k.name)
@@ -332,6 +338,7 @@ func (s *Server) gather(ctx context.Context, e *entry, o *observation, now time.
 	e.workload = w
 	snap, err := s.opts.Queue.Snapshot(ctx, cfg.Selector)
 	if err != nil {
+		e.firstRead = errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 		return scaler.Input{}, pol, queueStatus(cfg.Selector, err)
 	}
 	e.snap = snap
