@@ -64,7 +64,7 @@ func (c *Capacity) ScaledObject(namespace, name string) (ScaledObject, error) {
 func (c *Capacity) convert(so capacity.ScaledObject) (ScaledObject, bool) {
 	out := ScaledObject{
 		Namespace: so.Namespace, Name: so.Name, UID: so.UID,
-		Target:      TargetRef{Namespace: so.Target.Namespace, Kind: so.Target.Kind, Name: so.Target.Name},
+		Target:      TargetRef{Namespace: so.Target.Namespace, Kind: so.Target.Kind, Name: so.Target.Name, APIVersion: so.Target.APIVersion},
 		MaxReplicas: so.MaxReplicas,
 	}
 	var trig []capacity.Trigger
@@ -95,7 +95,7 @@ func (c *Capacity) Workload(ref TargetRef, fp Footprint, reserve Resources) (Wor
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	ts, err := c.Cluster.Target(ctx, capacity.TargetRef{Namespace: ref.Namespace, Kind: ref.Kind, Name: ref.Name})
+	ts, err := c.Cluster.Target(ctx, capacity.TargetRef{Namespace: ref.Namespace, Kind: ref.Kind, Name: ref.Name, APIVersion: ref.APIVersion})
 	if err != nil {
 		if errors.Is(err, capacity.ErrNotFound) {
 			return Workload{}, errors.Join(ErrNotFound, err)

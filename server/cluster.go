@@ -35,9 +35,10 @@ var ErrNotFound = errors.New("not found")
 // ErrNotSynced marks a cluster cache that has not finished its first list.
 var ErrNotSynced = errors.New("cluster caches not synced yet")
 
-// TargetRef names a scale target.
+// TargetRef names a scale target. APIVersion "" means apps/v1.
 type TargetRef struct {
 	Namespace, Kind, Name string
+	APIVersion            string
 }
 
 // ScaledObject is a ScaledObject that points at this scaler, as the cluster caches hold it.
