@@ -499,3 +499,20 @@ func TestInterestLifecycle(t *testing.T) {
 		t.Errorf("got %d requests with nothing watched, want 0", got-before)
 	}
 }
+
+// TestSeveralVHosts: selectors in two vhosts are served by one unscoped queue list, and the
+// same queue name in each vhost stays apart.
+func TestSeveralVHosts(t *testing.T) {
+	r := sharedBroker(t)
+	setup(t, r, "multi-a", map[string]int{"q": 1})
+	setup(t, r, "multi-b", map[string]int{"q": 2})
+	rd := startReader(t, modes[0].config(r), queue.Options{})
+	for vhost, want := range map[string]int64{"multi-a": 1, "multi-b": 2} {
+		waitSnapshot(t, rd, queue.Selector{Broker: "rmq", VHost: vhost, Queue: "q"}, vhost, func(s queue.Snapshot, err error) bool {
+			return err == nil && s.Ready == want
+		})
+	}
+	if _, err := rd.Snapshot(t.Context(), queue.Selector{Broker: "rmq", VHost: "multi-c", Queue: "q"}); !errors.Is(err, queue.ErrNotFound) {
+		t.Errorf("queue in a vhost that does not exist: got %v, want ErrNotFound", err)
+	}
+}
