@@ -2,6 +2,7 @@ package manifests
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -116,6 +117,32 @@ func TestRenamedMetricIsCaught(t *testing.T) {
 	}
 	if len(got) != 1 || !strings.Contains(got[0], `panel "Snapshot age"`) || !strings.Contains(got[0], `"headroom_snapshot_age"`) {
 		t.Errorf("Unknown after a rename = %q, want one complaint about panel \"Snapshot age\"", got)
+	}
+}
+
+// TestPromtoolParsesDashboardQueries hands every dashboard query to the installed
+// Prometheus's promtool as a recording rule: besides the current parser (TestQueriesParse),
+// an older Prometheus (Debian's) must accept them too.
+func TestPromtoolParsesDashboardQueries(t *testing.T) {
+	promtool := labtest.Promtool(t)
+	var rules dashcheck.RuleGroups
+	grp := dashcheck.RuleGroup{Name: "dashboard"}
+	qs := loadDashboard(t).Queries()
+	for i, q := range qs {
+		grp.Rules = append(grp.Rules, dashcheck.Rule{Record: fmt.Sprintf("dashboard:query_%d", i), Expr: dashcheck.Expand(q.Expr)})
+	}
+	rules.Groups = append(rules.Groups, grp)
+	data, err := yaml.Marshal(rules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := filepath.Join(t.TempDir(), "dashboard.rules.yml")
+	if err := os.WriteFile(f, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.CommandContext(t.Context(), promtool, "check", "rules", f).CombinedOutput()
+	if err != nil {
+		t.Errorf("promtool check rules over the %d dashboard queries: %v\n%s", len(qs), err, out)
 	}
 }
 
