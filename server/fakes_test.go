@@ -43,6 +43,19 @@ func (f *fakeCluster) add(ns, name string, w server.Workload, triggers ...map[st
 	f.workloads[name] = w
 }
 
+// remove drops every ScaledObject of namespace ns.
+func (f *fakeCluster) remove(ns string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	kept := f.sos[:0]
+	for _, so := range f.sos {
+		if so.Namespace != ns {
+			kept = append(kept, so)
+		}
+	}
+	f.sos = kept
+}
+
 func (f *fakeCluster) set(name string, w server.Workload) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

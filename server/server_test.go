@@ -214,7 +214,7 @@ func TestGetMetricsFollowsQueueBoundedByFit(t *testing.T) {
 	})
 }
 
-func TestShareSplitsRoomByWeight(t *testing.T) {
+func TestShareSplitsRoom(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	qa, qb := e.queue(t, "a"), e.queue(t, "b")
 	for _, q := range []string{qa, qb} {
@@ -222,16 +222,40 @@ func TestShareSplitsRoomByWeight(t *testing.T) {
 			t.Fatalf("publish: %v", err)
 		}
 	}
-	mda := map[string]string{"queue": qa, "stepPods": "10", "weight": "3"}
-	mdb := map[string]string{"queue": qb, "stepPods": "10", "weight": "1"}
-	// Both targets fit 4 more workers alone: the same 4 slots, split 3:1.
-	e.cluster.add("default", "a", server.Workload{Current: 2, Ready: 2, Fit: 4}, mda)
-	e.cluster.add("default", "b", server.Workload{Current: 2, Ready: 2, Fit: 4}, mdb)
-	waitFor(t, "shares applied", func() bool {
-		a, errA := e.metric(t, ref("default", "a", mda))
-		b, errB := e.metric(t, ref("default", "b", mdb))
-		return errA == nil && errB == nil && a == 5 && b == 3
-	})
+	tests := []struct {
+		name             string
+		weightA, weightB string
+		fitA, fitB       int32 // how many more of each fit alone
+		wantA, wantB     float64
+	}{
+		// The same 4 slots, split 3:1.
+		{name: "weights", weightA: "3", weightB: "1", fitA: 4, fitB: 4, wantA: 2 + 3, wantB: 2 + 1},
+		{name: "equal weights", weightA: "1", weightB: "1", fitA: 4, fitB: 4, wantA: 2 + 2, wantB: 2 + 2},
+		// b's workers are 4 times larger: half the room is 4 of a's or 1 of b's.
+		{name: "different footprints", weightA: "1", weightB: "1", fitA: 8, fitB: 2, wantA: 2 + 4, wantB: 2 + 1},
+		// Room for everything wanted: no one is cut.
+		{name: "enough room", weightA: "1", weightB: "1", fitA: 40, fitB: 40, wantA: 20, wantB: 20},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ns := fmt.Sprintf("share-%d", i)
+			mda := map[string]string{"queue": qa, "stepPods": "100", "weight": tc.weightA}
+			mdb := map[string]string{"queue": qb, "stepPods": "100", "weight": tc.weightB}
+			e.cluster.add(ns, ns+"-a", server.Workload{Current: 2, Ready: 2, Fit: tc.fitA}, mda)
+			e.cluster.add(ns, ns+"-b", server.Workload{Current: 2, Ready: 2, Fit: tc.fitB}, mdb)
+			defer e.cluster.remove(ns)
+			var a, b float64
+			var errA, errB error
+			for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+				a, errA = e.metric(t, ref(ns, ns+"-a", mda))
+				b, errB = e.metric(t, ref(ns, ns+"-b", mdb))
+				if errA == nil && errB == nil && a == tc.wantA && b == tc.wantB {
+					return
+				}
+			}
+			t.Errorf("a = %v (%v), b = %v (%v); want %v and %v", a, errA, b, errB, tc.wantA, tc.wantB)
+		})
+	}
 }
 
 func TestErrors(t *testing.T) {
