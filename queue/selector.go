@@ -108,8 +108,9 @@ type Snapshot struct {
 	InFlightVisible bool
 	// Queues is how many queues were combined (1 for an exact name).
 	Queues int
-	// At is the time the numbers describe (the broker's statistics sample, or the moment of
-	// the AMQP declare). For several queues, the oldest.
+	// At is the time the numbers describe: the management statistics sample they come from
+	// (the time of the request when the broker gives none, e.g. for a queue declared since
+	// the last sample), or the moment of the AMQP declare. For several queues, the oldest.
 	At time.Time
 	// Fetched is when the reader received them.
 	Fetched time.Time
