@@ -137,3 +137,30 @@ func BenchmarkPlan(b *testing.B) {
 		srv.PlanNow()
 	}
 }
+
+// BenchmarkGetMetricsHandler is the server's own share of a call: the handler alone, without
+// gRPC (metadata canonical form, config cache, plan lookup, freshness check, response).
+func BenchmarkGetMetricsHandler(b *testing.B) {
+	const n = 1000
+	q := (&fixedQueue{snap: queue.Snapshot{Ready: 50, InFlightVisible: true, Queues: 1}}).at(time.Now())
+	c := newFakeCluster()
+	refs := make([]*pb.GetMetricsRequest, n)
+	for i := range n {
+		md := map[string]string{"scalerAddress": "headroom.keda:9090", "broker": "main", "queue": fmt.Sprintf("jobs-%04d", i), "messagesPerReplica": "2"}
+		name := fmt.Sprintf("worker-%04d", i)
+		c.add("bench", name, server.Workload{Current: 10, Ready: 10, Fit: 100}, md)
+		refs[i] = &pb.GetMetricsRequest{ScaledObjectRef: ref("bench", name, md)}
+	}
+	srv, err := server.New(server.Options{Queue: q, Brokers: q, Cluster: c, Registerer: prometheus.NewRegistry()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv.PlanNow()
+	ctx := context.Background()
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		if _, err := srv.GetMetrics(ctx, refs[i%n]); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
