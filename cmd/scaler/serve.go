@@ -82,7 +82,7 @@ func parseServe(args []string, stderr io.Writer, getenv func(string) string) (*s
 		fmt.Fprint(fs.Output(), "Usage: scaler serve [flags]\n\nRuns the KEDA external scaler. Every flag can also be set by an environment variable,\nnamed after the flag: HEADROOM_ and the name upper-cased with '-' as '_' (--grpc-addr is\nHEADROOM_GRPC_ADDR); the command line wins.\n\nFlags:\n")
 		fs.VisitAll(func(f *flag.Flag) {
 			def := ""
-			if f.DefValue != "" && f.DefValue != "[]" {
+			if f.DefValue != "" && f.DefValue != "[]" && f.DefValue != "0s" {
 				def = fmt.Sprintf(" (default %s)", f.DefValue)
 			}
 			fmt.Fprintf(fs.Output(), "  --%s\n        %s%s\n        env %s\n", f.Name, f.Usage, def, envName(f.Name))
