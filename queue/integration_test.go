@@ -528,3 +528,39 @@ func TestSeveralVHosts(t *testing.T) {
 		t.Errorf("queue in a vhost that does not exist: got %v, want ErrNotFound", err)
 	}
 }
+
+// TestUserTags: a user tagged monitoring reads queues and consumers; a user without a
+// management tag gets a clear error, not an empty queue.
+func TestUserTags(t *testing.T) {
+	r := sharedBroker(t)
+	setup(t, r, "tags", map[string]int{"q": 2})
+	a := r.Admin()
+	for _, u := range []struct{ name, tags string }{{"watcher", "monitoring"}, {"plain", ""}} {
+		if err := a.AddUser(t.Context(), u.name, "pw-"+u.name, u.tags); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.SetPermissions(t.Context(), "tags", u.name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sel := queue.Selector{Broker: "rmq", VHost: "tags", Queue: "q"}
+	cfg := func(user string) queue.BrokerConfig {
+		return queue.BrokerConfig{Name: "rmq", URL: r.ManagementURL(), Username: user, Password: "pw-" + user}
+	}
+
+	watcher := startReader(t, cfg("watcher"), queue.Options{})
+	waitSnapshot(t, watcher, sel, "monitoring user", func(s queue.Snapshot, err error) bool { return err == nil && s.Ready == 2 })
+	if _, err := watcher.Consumers(t.Context(), sel); err != nil {
+		t.Errorf("consumers as a monitoring user: %v", err)
+	}
+
+	plain := startReader(t, cfg("plain"), queue.Options{})
+	_, err := plain.Snapshot(t.Context(), sel)
+	var he *queue.HTTPError
+	if !errors.As(err, &he) || (he.Status != http.StatusUnauthorized && he.Status != http.StatusForbidden) {
+		t.Fatalf("user without a management tag: got %v, want an HTTPError 401 or 403", err)
+	}
+	if !strings.Contains(err.Error(), "monitoring tag") {
+		t.Errorf("got %q, want it to name the monitoring tag", err)
+	}
+}

@@ -270,9 +270,13 @@ func (e *HTTPError) Error() string {
 	}
 	switch e.Status {
 	case http.StatusUnauthorized:
-		msg += " (check the broker's username and password)"
+		if strings.Contains(e.Reason, "management user") {
+			msg += " (give the user the monitoring tag)"
+		} else {
+			msg += " (check the broker's username and password)"
+		}
 	case http.StatusForbidden:
-		msg += " (the user needs the monitoring tag and access to the vhost)"
+		msg += " (the user needs the monitoring tag and permissions on the vhost)"
 	}
 	return msg
 }
