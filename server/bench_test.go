@@ -22,10 +22,11 @@ import (
 // ScaledObjects answered from the planner's plan. The queue side is a fixed snapshot: the
 // call path never touches the broker (the planner reads it in the background), so a real
 // broker would only add noise to the numbers.
-func BenchmarkGetMetrics(b *testing.B) {
-	const n = 1000
-	now := time.Now()
-	q := (&fixedQueue{snap: queue.Snapshot{Ready: 50, InFlightVisible: true, Queues: 1}}).at(now)
+// benchServer plans n ScaledObjects, one queue each, over a fixed snapshot, and returns the
+// server with one GetMetrics request per ScaledObject.
+func benchServer(b *testing.B, n int) (*server.Server, []*pb.GetMetricsRequest) {
+	b.Helper()
+	q := (&fixedQueue{snap: queue.Snapshot{Ready: 50, InFlightVisible: true, Queues: 1}}).at(time.Now())
 	c := newFakeCluster()
 	refs := make([]*pb.GetMetricsRequest, n)
 	for i := range n {
@@ -39,6 +40,12 @@ func BenchmarkGetMetrics(b *testing.B) {
 		b.Fatal(err)
 	}
 	srv.PlanNow()
+	return srv, refs
+}
+
+func BenchmarkGetMetrics(b *testing.B) {
+	const n = 1000
+	srv, refs := benchServer(b, n)
 	g := grpc.NewServer(grpc.ChainUnaryInterceptor(srv.UnaryInterceptor()))
 	srv.Register(g)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -142,20 +149,7 @@ func BenchmarkPlan(b *testing.B) {
 // gRPC (metadata canonical form, config cache, plan lookup, freshness check, response).
 func BenchmarkGetMetricsHandler(b *testing.B) {
 	const n = 1000
-	q := (&fixedQueue{snap: queue.Snapshot{Ready: 50, InFlightVisible: true, Queues: 1}}).at(time.Now())
-	c := newFakeCluster()
-	refs := make([]*pb.GetMetricsRequest, n)
-	for i := range n {
-		md := map[string]string{"scalerAddress": "headroom.keda:9090", "broker": "main", "queue": fmt.Sprintf("jobs-%04d", i), "messagesPerReplica": "2"}
-		name := fmt.Sprintf("worker-%04d", i)
-		c.add("bench", name, server.Workload{Current: 10, Ready: 10, Fit: 100}, md)
-		refs[i] = &pb.GetMetricsRequest{ScaledObjectRef: ref("bench", name, md)}
-	}
-	srv, err := server.New(server.Options{Queue: q, Brokers: q, Cluster: c, Registerer: prometheus.NewRegistry()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	srv.PlanNow()
+	srv, refs := benchServer(b, n)
 	ctx := context.Background()
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
