@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests and the demo need, and does nothing for what is already there:
 #   - Debian packages: rabbitmq-server (the broker under test), prometheus (promtool and the
-#     server that checks the dashboard), protobuf-compiler (protoc for `make proto`);
+#     server that checks the dashboard), protobuf-compiler (protoc for `make proto`), nodejs and
+#     npm (TypeScript checks the Grafana dashboard against Grafana's own schema types);
 #   - Kubernetes, etcd, KWOK, metrics-server and KEDA binaries, built from the Go module proxy
 #     into the cache directory (HEADROOM_CACHE, default ~/.cache/headroom), by version.
 set -euo pipefail
@@ -10,6 +11,7 @@ cd "$(dirname "$0")/.."
 packages=()
 command -v protoc >/dev/null 2>&1 || packages+=(protobuf-compiler)
 command -v promtool >/dev/null 2>&1 || packages+=(prometheus)
+command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
 ls /usr/lib/rabbitmq/lib/rabbitmq_server-*/sbin/rabbitmq-server >/dev/null 2>&1 || packages+=(rabbitmq-server)
 
 if [ ${#packages[@]} -gt 0 ]; then
