@@ -15,8 +15,8 @@
 //
 // Sharing: each target that wants more workers than it runs (its decision with unlimited
 // room, so already bounded by its queue, step and maximum) claims a fraction of the cluster's
-// free room: wanted pods ÷ the pods of its own footprint that fit, in millionths. scaler.Share
-// splits the whole (one million) among the claims by weight, and each share is converted back
+// free room: wanted pods ÷ the pods of its own footprint that fit, in 2^20ths. scaler.Share
+// splits the whole (2^20 units) among the claims by weight, and each share is converted back
 // into pods of the claimant's footprint. A target twice as large thus pays twice as much per
 // pod. All served targets are treated as one pool of room; bin-packing leftovers can make the
 // sum slightly optimistic, and the Pending-unschedulable pods that result stop the next step.

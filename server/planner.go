@@ -148,8 +148,8 @@ func (p *planner) run(ctx context.Context, wg *sync.WaitGroup) {
 	}
 }
 
-// done is an already-cancelled context: Snapshot with it never waits.
-var done = func() context.Context {
+// noWait is an already-cancelled context: Snapshot with it never waits.
+var noWait = func() context.Context {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	return ctx
@@ -167,10 +167,11 @@ func (p *planner) pass(now time.Time) {
 		return
 	}
 	type item struct {
-		key entryKey
-		e   *entry
-		in  scaler.Input
-		pol scaler.Policy
+		key  entryKey
+		e    *entry
+		in   scaler.Input
+		pol  scaler.Policy
+		want int64 // more pods wanted, with unlimited room
 	}
 	var items []*item
 	for _, so := range sos {
@@ -187,7 +188,7 @@ func (p *planner) pass(now time.Time) {
 				continue
 			}
 			it := &item{key: k, e: e}
-			it.in, it.pol, e.err = p.s.gather(done, e, p.obs[k], now)
+			it.in, it.pol, e.err = p.s.gather(noWait, e, p.obs[k], now)
 			if e.err == nil {
 				items = append(items, it)
 			}
@@ -201,24 +202,20 @@ func (p *planner) pass(now time.Time) {
 		it.e.share = it.e.workload.Fit
 		unbounded := it.in
 		unbounded.Fit = math.MaxInt32
-		d := scaler.Decide(it.pol, unbounded, now)
-		want := int64(d.Replicas) - int64(it.in.Current)
-		if want <= 0 || it.e.workload.Fit <= 0 {
+		it.want = int64(scaler.Decide(it.pol, unbounded, now).Replicas) - int64(it.in.Current)
+		if it.want <= 0 || it.e.workload.Fit <= 0 {
 			continue
 		}
 		claimants = append(claimants, it)
 		claims = append(claims, scaler.Claim{
 			Key:    it.key.namespace + "/" + it.key.name + "/" + it.key.canon,
 			Weight: it.e.cfg.Weight,
-			Want:   claimUnits(want, it.e.workload.Fit),
+			Want:   claimUnits(it.want, it.e.workload.Fit),
 		})
 	}
 	alloc := scaler.Share(shareUnits, claims)
 	for i, it := range claimants {
-		unbounded := it.in
-		unbounded.Fit = math.MaxInt32
-		want := int64(scaler.Decide(it.pol, unbounded, now).Replicas) - int64(it.in.Current)
-		it.e.share = sharePods(alloc[i], claims[i].Want, want, it.e.workload.Fit)
+		it.e.share = sharePods(alloc[i], claims[i].Want, it.want, it.e.workload.Fit)
 	}
 	for _, it := range items {
 		it.in.Fit = it.e.share
@@ -229,7 +226,7 @@ func (p *planner) pass(now time.Time) {
 }
 
 // claimUnits converts "want more pods, of which fit would fit alone" into shared units: the
-// fraction of the cluster's free room the claim takes, in millionths (shareUnits). Targets
+// fraction of the cluster's free room the claim takes, in units of 1/shareUnits. Targets
 // with different footprints thus compete for the same fractions of the room: a target whose
 // footprint is twice as large fits half as many pods, so each of its pods costs twice the
 // units.
