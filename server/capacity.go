@@ -111,12 +111,58 @@ func (c *Capacity) Workload(ref TargetRef, fp Footprint, reserve Resources) (Wor
 	default:
 		f = ts.Footprint
 	}
-	fit := c.Cluster.Fit(f, ts.Constraints, capacity.Resources{MilliCPU: reserve.MilliCPU, Memory: reserve.Memory})
-	return Workload{
+	res := capacity.Resources{MilliCPU: reserve.MilliCPU, Memory: reserve.Memory}
+	var fit int
+	if grow := footprintGrowth(ts.Footprint, f); grow != (capacity.Resources{}) {
+		fit = capacity.Fit(ownPodsAtFootprint(c.Cluster.Nodes(), ts.Pods, grow), f, ts.Constraints, res)
+	} else {
+		fit = c.Cluster.Fit(f, ts.Constraints, res)
+	}
+	w := Workload{
+		Kind:    ref.Kind,
 		Current: ts.Spec, Ready: ts.Ready, Pending: ts.PendingUnschedulable,
 		Fit:       int32(min(fit, 1<<30)),
 		Footprint: Resources{MilliCPU: f.MilliCPU, Memory: f.Memory},
-	}, nil
+		Pods:      make([]WorkerPod, 0, len(ts.Pods)),
+	}
+	for _, p := range ts.Pods {
+		w.Pods = append(w.Pods, WorkerPod{
+			Name: p.Name, IP: p.IP, Node: p.Node, Ready: p.Ready,
+			Running: p.Phase == "Running", DeletionCost: p.DeletionCost,
+		})
+	}
+	return w, nil
+}
+
+// footprintGrowth is how much more than its requests one of the target's pods takes when it
+// is counted at the footprint: (footprint − requests)⁺ per resource. Zero when the footprint
+// is the requests.
+func footprintGrowth(requests, fp capacity.Footprint) capacity.Resources {
+	return capacity.Resources{
+		MilliCPU: max(fp.MilliCPU-requests.MilliCPU, 0),
+		Memory:   max(fp.Memory-requests.Memory, 0),
+	}
+}
+
+// ownPodsAtFootprint counts the target's own pods at max(requests, footprint): on each node it
+// adds grow × the target's pods bound there (and not finished) to the node's requested. With
+// a footprint larger than the requests (limits, or an explicit size for workers that use more
+// once busy), counting the running workers at their requests would hand the room they take
+// once busy to new pods, and overcommit the nodes.
+func ownPodsAtFootprint(nodes []capacity.Node, pods []capacity.Pod, grow capacity.Resources) []capacity.Node {
+	perNode := map[string]int64{}
+	for _, p := range pods {
+		if p.Node != "" && p.Phase != "Succeeded" && p.Phase != "Failed" {
+			perNode[p.Node]++
+		}
+	}
+	for i := range nodes {
+		if k := perNode[nodes[i].Name]; k > 0 {
+			nodes[i].Requested.MilliCPU += k * grow.MilliCPU
+			nodes[i].Requested.Memory += k * grow.Memory
+		}
+	}
+	return nodes
 }
 
 // NodesFree lists every node's free room (no reserve).

@@ -62,6 +62,19 @@ type Workload struct {
 	Fit int32
 	// Footprint is the size of one worker that Fit was computed for.
 	Footprint Resources
+	// Kind is the target's kind (Deployment, StatefulSet, ...).
+	Kind string
+	// Pods are the target's pods, sorted by name; nil when the reader does not list them
+	// (then busy workers are unknown).
+	Pods []WorkerPod
+}
+
+// WorkerPod is what the busy-aware scale-down reads of one pod of a target.
+type WorkerPod struct {
+	Name, IP, Node string
+	Ready, Running bool
+	// DeletionCost is the pod's controller.kubernetes.io/pod-deletion-cost, nil when unset.
+	DeletionCost *int32
 }
 
 // ScaledObjectLister lists the ScaledObjects that point at this scaler.

@@ -105,8 +105,13 @@ func (f *fakeCluster) NodesFree() []server.NodeFree {
 // fixedQueue serves fixed snapshots and statistics, for the golden exposition file, whose
 // numbers must not depend on a real broker's timing or request counts.
 type fixedQueue struct {
-	snap  queue.Snapshot
-	stats queue.Stats
+	snap      queue.Snapshot
+	stats     queue.Stats
+	consumers []queue.Consumer
+}
+
+func (q *fixedQueue) Consumers(context.Context, queue.Selector) ([]queue.Consumer, error) {
+	return q.consumers, nil
 }
 
 func (q *fixedQueue) Snapshot(context.Context, queue.Selector) (queue.Snapshot, error) {

@@ -23,6 +23,8 @@ var MetricNames = []string{
 	"headroom_need_replicas",
 	"headroom_fit_replicas",
 	"headroom_share_replicas",
+	"headroom_busy_workers",
+	"headroom_idle_workers",
 	"headroom_limit",
 	"headroom_queue_messages",
 	"headroom_snapshot_age_seconds",
@@ -133,6 +135,8 @@ var (
 	descNeed     = soDesc("headroom_need_replicas", "Workers the queue needs, before limits.")
 	descFit      = soDesc("headroom_fit_replicas", "More workers of the target's footprint that fit in the cluster.")
 	descShare    = soDesc("headroom_share_replicas", "More workers this ScaledObject may add: its share of the free room.")
+	descBusy     = soDesc("headroom_busy_workers", "Pods of the scale target whose consumers hold unacknowledged messages (absent when they cannot be told from idle ones).")
+	descIdle     = soDesc("headroom_idle_workers", "Running pods of the scale target holding no message (absent when they cannot be told from busy ones).")
 	descLimit    = prometheus.NewDesc("headroom_limit", "1 for the factor that limits the decision, 0 for the others.", []string{"namespace", "scaledobject", "limit"}, nil)
 	descMessages = prometheus.NewDesc("headroom_queue_messages", "Messages in the ScaledObject's queue(s), by state.", []string{"namespace", "scaledobject", "state"}, nil)
 	descAge      = prometheus.NewDesc("headroom_snapshot_age_seconds", "Age of the broker's last successful read.", []string{"broker"}, nil)
@@ -147,7 +151,7 @@ func soDesc(name, help string) *prometheus.Desc {
 }
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descDesired, descCurrent, descReady, descPending, descNeed, descFit, descShare, descLimit, descMessages, descAge, descRequests, descErrors, descNodeFree, descSynced} {
+	for _, d := range []*prometheus.Desc{descDesired, descCurrent, descReady, descPending, descNeed, descFit, descShare, descBusy, descIdle, descLimit, descMessages, descAge, descRequests, descErrors, descNodeFree, descSynced} {
 		ch <- d
 	}
 }
@@ -194,6 +198,10 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descNeed, float64(d.Need), ns, so)
 		gauge(descFit, float64(e.workload.Fit), ns, so)
 		gauge(descShare, float64(e.share), ns, so)
+		if e.busy.known {
+			gauge(descBusy, float64(e.busy.busy), ns, so)
+			gauge(descIdle, float64(e.busy.idle), ns, so)
+		}
 		for _, l := range scaler.Limits {
 			v := 0.0
 			if l == d.Limit {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -30,9 +31,15 @@ func fixedState(t *testing.T) (*server.Server, *prometheus.Registry) {
 	q := (&fixedQueue{
 		snap:  queue.Snapshot{Ready: 30, Unacked: 4, Consumers: 4, InFlightVisible: true, Queues: 1},
 		stats: queue.Stats{Mode: queue.ModeManagement, Requests: 12, Refreshes: 10, Failures: 1},
+		// The loader's four pods: one holds 4 messages, three are idle.
+		consumers: []queue.Consumer{{PeerHost: "10.0.0.1", PeerPort: 40000, Channel: 1, Unacked: 4}, {PeerHost: "10.0.0.2", PeerPort: 40000, Channel: 1}},
 	}).at(now.Add(-2 * time.Second))
 	c := newFakeCluster()
-	c.add("shop", "loader", server.Workload{Current: 4, Ready: 4, Fit: 2}, map[string]string{"queue": "loads"})
+	var loaders []server.WorkerPod
+	for i := range 4 {
+		loaders = append(loaders, server.WorkerPod{Name: fmt.Sprintf("loader-%d", i), IP: fmt.Sprintf("10.0.0.%d", i+1), Running: true, Ready: true})
+	}
+	c.add("shop", "loader", server.Workload{Current: 4, Ready: 4, Fit: 2, Kind: "Deployment", Pods: loaders}, map[string]string{"queue": "loads"})
 	c.add("shop", "worker", server.Workload{Current: 40, Ready: 40, Fit: 9}, map[string]string{"queue": "jobs"})
 	// A ScaledObject whose target does not exist: no decision, limit="error".
 	c.add("shop", "orphan", server.Workload{}, map[string]string{"queue": "orphans"})
@@ -106,7 +113,7 @@ func TestMetricsLintAndNames(t *testing.T) {
 	fixed := []string{
 		"headroom_desired_replicas", "headroom_current_replicas", "headroom_ready_replicas",
 		"headroom_pending_replicas", "headroom_need_replicas", "headroom_fit_replicas",
-		"headroom_share_replicas", "headroom_limit", "headroom_queue_messages",
+		"headroom_share_replicas", "headroom_busy_workers", "headroom_idle_workers", "headroom_limit", "headroom_queue_messages",
 		"headroom_snapshot_age_seconds", "headroom_broker_requests_total", "headroom_broker_errors_total",
 		"headroom_grpc_request_duration_seconds", "headroom_node_free", "headroom_decisions_total",
 		"headroom_limit_changes_total", "headroom_scale_down_held_total", "headroom_deletion_cost_patches_total",

@@ -39,6 +39,7 @@ type entry struct {
 	snap     queue.Snapshot
 	workload Workload
 	share    int32 // Fit after sharing the room (the workload's own Fit when it claimed none)
+	busy     busyView
 }
 
 // plan is one planner pass: the decisions for every trigger pointing at this scaler.
@@ -223,6 +224,32 @@ func (p *planner) pass(now time.Time) {
 	}
 	p.observe(next, now)
 	p.publish(next)
+	if p.s.costs != nil {
+		p.s.costs.set(planCosts(items, func(it *item) (string, Workload, busyView) {
+			return it.key.namespace, it.e.workload, it.e.busy
+		}))
+	}
+}
+
+// planCosts lists the deletion costs every served target's pods should have. Costs are kept
+// fresh on every pass for every target, not only when a scale-down is decided: the HPA and
+// the ReplicaSet controller act later, on their own clocks, and the pods they remove must
+// already carry the costs by then. Only changed costs are patched, so a steady busy set
+// costs nothing. A target named by several triggers is counted once.
+func planCosts[T any](items []T, of func(T) (string, Workload, busyView)) []podCost {
+	var out []podCost
+	seen := map[costKey]bool{}
+	for _, it := range items {
+		ns, w, v := of(it)
+		for _, pc := range wantedCosts(ns, w, v) {
+			if seen[pc.key] {
+				continue
+			}
+			seen[pc.key] = true
+			out = append(out, pc)
+		}
+	}
+	return out
 }
 
 // claimUnits converts "want more pods, of which fit would fit alone" into shared units: the
@@ -354,7 +381,28 @@ func (s *Server) gather(ctx context.Context, e *entry, o *observation, now time.
 		in.Queue.EmptySince = o.emptySince
 		in.LastScaleUp = o.lastScaleUp
 	}
+	e.busy = s.busyOf(cfg.Selector, w, snap)
+	in.Busy, in.BusyKnown = e.busy.floor, e.busy.known
 	return in, pol, nil
+}
+
+// busyOf maps the queue's consumers to the target's pods. It never waits: the first call
+// for a queue only asks the reader to fetch consumers from the next refresh on.
+func (s *Server) busyOf(sel queue.Selector, w Workload, snap queue.Snapshot) busyView {
+	cr, ok := s.opts.Queue.(ConsumerReader)
+	switch {
+	case !ok:
+		return busyView{why: "the queue reader lists no consumers"}
+	case !snap.InFlightVisible:
+		return busyView{why: "the broker reading cannot see unacknowledged messages (AMQP)"}
+	case w.Pods == nil:
+		return busyView{why: "the target's pods are not listed"}
+	}
+	cs, err := cr.Consumers(noWait, sel)
+	if err != nil {
+		return busyView{why: "consumers: " + err.Error()}
+	}
+	return mapBusy(w.Pods, w.Kind, cs)
 }
 
 // fresh reports an Unavailable error when snap is older than the configured bound.

@@ -50,6 +50,12 @@ type Options struct {
 	MaxSnapshotAge time.Duration
 	// FirstReadWait: see DefaultFirstReadWait.
 	FirstReadWait time.Duration
+	// Pods, when set, receives the pod deletion-cost patches of the busy-aware scale-down
+	// (KubePods); nil sets no costs (busy workers still hold the decision). PatchQPS and
+	// PatchBurst rate-limit the patches (defaults DefaultPatchQPS, DefaultPatchBurst).
+	Pods       PodPatcher
+	PatchQPS   float64
+	PatchBurst int
 }
 
 // Server implements KEDA's ExternalScaler service from the queue and cluster caches.
@@ -63,6 +69,7 @@ type Server struct {
 	configs *configCache
 	planner *planner
 	metrics *metrics
+	costs   *costPatcher // nil: no deletion costs
 
 	goodMu sync.Mutex
 	good   map[string]time.Time // broker → last successful read seen
@@ -84,6 +91,8 @@ func New(opts Options) (*Server, error) {
 		return nil, errors.New("server: no cluster reader")
 	case opts.Refresh < 0:
 		return nil, fmt.Errorf("server: refresh %v is negative", opts.Refresh)
+	case opts.PatchQPS < 0 || opts.PatchBurst < 0:
+		return nil, fmt.Errorf("server: patch rate %v/s burst %d: must not be negative", opts.PatchQPS, opts.PatchBurst)
 	case opts.MaxSnapshotAge < 0:
 		return nil, fmt.Errorf("server: max snapshot age %v is negative", opts.MaxSnapshotAge)
 	}
@@ -117,6 +126,9 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.metrics = m
+	if opts.Pods != nil {
+		s.costs = newCostPatcher(opts.Pods, opts.PatchQPS, opts.PatchBurst, log, s.DeletionCostPatched)
+	}
 	return s, nil
 }
 
@@ -129,6 +141,13 @@ func (s *Server) Start(ctx context.Context) {
 			defer s.wg.Done()
 			s.planner.run(ctx, &s.wg)
 		}()
+		if s.costs != nil {
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				s.costs.run(ctx)
+			}()
+		}
 	})
 }
 
