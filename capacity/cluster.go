@@ -387,11 +387,13 @@ func (c *Cluster) Fit(fp Footprint, cons Constraints, reserve Resources) int {
 	if fp.Validate() != nil {
 		return 0
 	}
+	m := cons.matcher()
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	total := 0
 	for _, st := range c.list {
-		total += FitNode(st.snapshot(), fp, cons, reserve)
+		n := st.snapshot()
+		total += fitNode(&n, fp, &m, reserve)
 	}
 	return total
 }

@@ -159,23 +159,46 @@ func (c Constraints) Validate() error {
 // schedulable, matches the node selector and required affinity, and every NoSchedule or
 // NoExecute taint is tolerated.
 func (c Constraints) Eligible(n Node) bool {
+	m := c.matcher()
+	return m.eligible(&n)
+}
+
+// matcher is Constraints prepared for many nodes: the node selector as a slice, since
+// ranging over a map costs more than the rest of a node's check.
+type matcher struct {
+	selector    []labelPair
+	required    []NodeSelectorTerm
+	tolerations []Toleration
+}
+
+type labelPair struct{ key, value string }
+
+func (c Constraints) matcher() matcher {
+	m := matcher{required: c.Required, tolerations: c.Tolerations}
+	for k, v := range c.NodeSelector {
+		m.selector = append(m.selector, labelPair{k, v})
+	}
+	return m
+}
+
+func (m *matcher) eligible(n *Node) bool {
 	if !n.Schedulable {
 		return false
 	}
-	for k, v := range c.NodeSelector {
-		if got, ok := n.Labels[k]; !ok || got != v {
+	for _, p := range m.selector {
+		if got, ok := n.Labels[p.key]; !ok || got != p.value {
 			return false
 		}
 	}
-	if len(c.Required) > 0 {
-		any := false
-		for _, t := range c.Required {
-			if t.matches(n) {
-				any = true
+	if len(m.required) > 0 {
+		matched := false
+		for i := range m.required {
+			if m.required[i].matches(n) {
+				matched = true
 				break
 			}
 		}
-		if !any {
+		if !matched {
 			return false
 		}
 	}
@@ -183,7 +206,7 @@ func (c Constraints) Eligible(n Node) bool {
 		if t.Effect != EffectNoSchedule && t.Effect != EffectNoExecute {
 			continue
 		}
-		if !tolerated(c.Tolerations, t) {
+		if !tolerated(m.tolerations, t) {
 			return false
 		}
 	}
@@ -210,7 +233,7 @@ func tolerated(ts []Toleration, taint Taint) bool {
 	return false
 }
 
-func (t NodeSelectorTerm) matches(n Node) bool {
+func (t NodeSelectorTerm) matches(n *Node) bool {
 	if len(t.MatchExpressions) == 0 && len(t.MatchFields) == 0 {
 		return false
 	}
@@ -267,7 +290,16 @@ func contains(vs []string, v string) bool {
 // FitNode is how many more pods of footprint fp fit on n: min(⌊freeCPU/cpu⌋, ⌊freeMem/mem⌋,
 // freePods), 0 when n is not eligible. A zero amount in fp does not limit.
 func FitNode(n Node, fp Footprint, c Constraints, reserve Resources) int {
-	if fp.Validate() != nil || !c.Eligible(n) {
+	if fp.Validate() != nil {
+		return 0
+	}
+	m := c.matcher()
+	return fitNode(&n, fp, &m, reserve)
+}
+
+// fitNode is FitNode for a valid footprint and prepared constraints.
+func fitNode(n *Node, fp Footprint, m *matcher, reserve Resources) int {
+	if !m.eligible(n) {
 		return 0
 	}
 	free := n.Free(reserve)
@@ -287,9 +319,13 @@ func FitNode(n Node, fp Footprint, c Constraints, reserve Resources) int {
 // Fit is how many more pods of footprint fp the nodes can place, bin-packed per node: the sum
 // of FitNode over nodes. An invalid footprint (see Footprint.Validate) fits nowhere.
 func Fit(nodes []Node, fp Footprint, c Constraints, reserve Resources) int {
+	if fp.Validate() != nil {
+		return 0
+	}
+	m := c.matcher()
 	total := 0
-	for _, n := range nodes {
-		total += FitNode(n, fp, c, reserve)
+	for i := range nodes {
+		total += fitNode(&nodes[i], fp, &m, reserve)
 	}
 	return total
 }
