@@ -523,7 +523,12 @@ func observeDemo(ctx context.Context, s *e2e.Stack) (view, error) {
 			}
 		}
 		if m, ok := metrics[name]; ok {
-			x.fit, x.limit = m.fit, m.limit
+			if m.fit != "" {
+				x.fit = m.fit
+			}
+			if m.limit != "" {
+				x.limit = m.limit
+			}
 		}
 		v.workload[name] = x
 	}
