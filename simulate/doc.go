@@ -45,9 +45,9 @@
 //     (ready, unacknowledged, busy workers, publish rate over 30 s) is refreshed every
 //     brokerRefresh (default 5 s, the server's --refresh default), and the deletion costs
 //     come from it; Ready, Pending, Current and LastScaleUp come live from the model. Fit is
-//     capacity.Fit over the nodes' requests (the target's own pods at their requests, as the
-//     server counts them, or at max(requests, footprint) with ownPodsAtFootprint) and live
-//     usage, with the footprint override when set and the reserve. The HPA gets
+//     capacity.Fit over the nodes' requests (the target's own pods at max(requests,
+//     footprint), as the server counts them) and live usage, with the footprint override
+//     when set and the reserve. The HPA gets
 //     scaler.MetricValue(decision) at each sync (default behavior: scaler.ExactBehavior).
 //     One target only: Share's arbitration between ScaledObjects is not modelled.
 //   - keda-default: KEDA's RabbitMQ scaler, QueueLength 20 on ready + unacknowledged messages,

@@ -120,7 +120,6 @@ func (m *model) newController(s *sim, policy string) controller {
 		reserve := h.Reserve.resources()
 		s.useSnap, s.useCost = true, true
 		s.refresh = ticks(h.BrokerRefresh.Duration, defaultBrokerRefresh)
-		s.ownAtFootprint = h.OwnPodsAtFootprint
 		behavior := h.Behavior
 		if behavior == nil {
 			behavior = &BehaviorSpec{Preset: "exact"}

@@ -180,12 +180,6 @@ type HeadroomSettings struct {
 	// (the operator's override when requests understate real use); a resource it leaves out
 	// keeps the request.
 	Footprint *Amount `json:"footprint,omitempty"`
-	// OwnPodsAtFootprint makes the scaler count the target's own running pods at
-	// max(requests, footprint) when it computes the free room, rather than at their requests
-	// as the server does today. Without it, idle workers hold only their requests and their
-	// real use, and the room they will take once busy is handed out again: with a footprint
-	// above the requests the fleet can outgrow the nodes' memory.
-	OwnPodsAtFootprint bool `json:"ownPodsAtFootprint,omitempty"`
 	// Reserve is kept free on every node. Default none.
 	Reserve Amount `json:"reserve,omitempty"`
 	// BrokerRefresh is how often the scaler reads the broker (the server's --refresh): its

@@ -70,8 +70,6 @@ type sim struct {
 	useSnap bool
 	refresh int64
 	useCost bool
-	// ownAtFootprint: the scaler counts the target's own pods at the footprint.
-	ownAtFootprint bool
 
 	met metrics
 }
@@ -407,15 +405,11 @@ const rateWindow = 30
 // headroomInput is what the server gathers for scaler.Decide: the broker reading, and the
 // target and cluster state from the informers (live).
 func (s *sim) headroomInput(fp capacity.Footprint, reserve capacity.Resources) scaler.Input {
-	// As the server does (capacity.Cluster.Fit over the nodes' pod requests and live usage),
-	// the target's own pods count at their requests. With ownAtFootprint they count at
-	// max(requests, footprint) instead: idle workers are then reserved the room they will use
-	// once busy.
+	// As the server does (capacity.Fit over the nodes' pod requests and live usage), the
+	// target's own pods count at max(requests, footprint): idle workers are reserved the room
+	// they will use once busy.
 	w := &s.m.worker
-	own := w.req
-	if s.ownAtFootprint {
-		own = capacity.Footprint{MilliCPU: max(w.req.MilliCPU, fp.MilliCPU), Memory: max(w.req.Memory, fp.Memory)}
-	}
+	own := capacity.Footprint{MilliCPU: max(w.req.MilliCPU, fp.MilliCPU), Memory: max(w.req.Memory, fp.Memory)}
 	nodes := make([]capacity.Node, len(s.nodes))
 	for i := range s.nodes {
 		n := &s.nodes[i]
