@@ -1,6 +1,8 @@
 package queue
 
 import (
+	"errors"
+	"regexp"
 	"testing"
 	"time"
 )
@@ -55,4 +57,37 @@ func FuzzCombine(f *testing.F) {
 			t.Errorf("avg %+v hides work of sum %+v", avg, sum)
 		}
 	})
+}
+
+// TestPendingStats: a queue listed without depths is ErrStatsPending, for an exact name and
+// inside a pattern, never an empty queue.
+func TestPendingStats(t *testing.T) {
+	res := newResult()
+	res.listed["/"] = true
+	res.queues[qkey{"/", "ok"}] = queueStat{ready: 4}
+	res.queues[qkey{"/", "new"}] = queueStat{pending: true}
+	b := &broker{mode: ModeManagement}
+	tests := []struct {
+		name    string
+		sel     Selector
+		wantErr error
+	}{
+		{name: "exact with stats", sel: Selector{Broker: "b", Queue: "ok"}},
+		{name: "exact pending", sel: Selector{Broker: "b", Queue: "new"}, wantErr: ErrStatsPending},
+		{name: "pattern over a pending queue", sel: Selector{Broker: "b", Pattern: "."}, wantErr: ErrStatsPending},
+		{name: "missing", sel: Selector{Broker: "b", Queue: "gone"}, wantErr: ErrNotFound},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			k := ikey{vhost: tc.sel.vhost(), queue: tc.sel.Queue, pattern: tc.sel.Pattern}
+			in := &interest{}
+			if tc.sel.Pattern != "" {
+				in.re = regexp.MustCompile(tc.sel.Pattern)
+			}
+			_, err := b.compute(res, in, k, tc.sel)
+			if !errors.Is(err, tc.wantErr) || (tc.wantErr == nil && err != nil) {
+				t.Errorf("got %v, want %v", err, tc.wantErr)
+			}
+		})
+	}
 }

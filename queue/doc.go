@@ -24,7 +24,9 @@
 //   - A failed read is an error, never an empty snapshot: after a failed refresh every
 //     Snapshot of that broker returns the refresh error until a refresh succeeds.
 //   - A queue that does not exist is ErrNotFound, distinct from an empty queue, and becomes
-//     readable at the first refresh after it is declared.
+//     readable at the first refresh after it is declared. A queue the management API lists
+//     without depths (no statistics yet, as right after a broker restart) is ErrStatsPending,
+//     never zero.
 //   - Each broker is read by one goroutine, at most once per Options.Refresh however many
 //     callers ask (plus one early read the first time a selector is asked for); Snapshot
 //     never touches the network. Nothing is read for a broker nobody asked about.

@@ -17,6 +17,10 @@ var (
 	// ErrUnsupported: the broker's mode cannot answer this request (patterns and per-consumer
 	// detail need the management API).
 	ErrUnsupported = errors.New("unsupported by this broker mode")
+	// ErrStatsPending: the management API lists the queue but has no depths for it yet (it
+	// was just declared, or the broker just restarted). Unknown, not empty; it clears within
+	// about one statistics interval.
+	ErrStatsPending = errors.New("queue statistics not available yet")
 	// ErrClosed: the Reader was closed.
 	ErrClosed = errors.New("reader closed")
 )

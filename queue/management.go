@@ -66,10 +66,12 @@ func (s *managementSource) close()          { s.transport.CloseIdleConnections()
 
 // apiQueue is one item of /api/queues with queueColumns.
 type apiQueue struct {
-	Name         string `json:"name"`
-	VHost        string `json:"vhost"`
-	Ready        int64  `json:"messages_ready"`
-	Unacked      int64  `json:"messages_unacknowledged"`
+	Name  string `json:"name"`
+	VHost string `json:"vhost"`
+	// Depths are absent until the broker has emitted the queue's first statistics (just
+	// declared, or just recovered after a restart): absent is unknown, not zero.
+	Ready        *int64 `json:"messages_ready"`
+	Unacked      *int64 `json:"messages_unacknowledged"`
 	Consumers    int64  `json:"consumers"`
 	MessageStats *struct {
 		Publish    *apiRate `json:"publish_details"`
@@ -167,7 +169,12 @@ func (s *managementSource) fetchQueues(ctx context.Context, vhosts []string, res
 }
 
 func (it apiQueue) stat(sent time.Time) queueStat {
-	st := queueStat{ready: it.Ready, unacked: it.Unacked, consumers: it.Consumers, at: sent}
+	st := queueStat{consumers: it.Consumers, at: sent}
+	if it.Ready == nil || it.Unacked == nil {
+		st.pending = true
+	} else {
+		st.ready, st.unacked = *it.Ready, *it.Unacked
+	}
 	if ms := it.MessageStats; ms != nil {
 		st.ratesKnown = true
 		if ms.Publish != nil {

@@ -390,6 +390,9 @@ func (b *broker) compute(res *result, in *interest, k ikey, sel Selector) (Snaps
 	if in.re == nil {
 		qk := qkey{k.vhost, k.queue}
 		if st, ok := res.queues[qk]; ok {
+			if st.pending {
+				return Snapshot{}, fmt.Errorf("%s: %w", sel, ErrStatsPending)
+			}
 			return combine(OpSum, []queueStat{st}, inFlight, res.fetched), nil
 		}
 		if res.listed[k.vhost] || res.missing[qk] {
@@ -400,6 +403,9 @@ func (b *broker) compute(res *result, in *interest, k ikey, sel Selector) (Snaps
 	var qs []queueStat
 	for qk, st := range res.queues {
 		if qk.vhost == k.vhost && in.re.MatchString(qk.name) {
+			if st.pending {
+				return Snapshot{}, fmt.Errorf("%s: queue %q: %w", sel, qk.name, ErrStatsPending)
+			}
 			qs = append(qs, st)
 		}
 	}

@@ -122,6 +122,8 @@ type queueStat struct {
 	publishRate, deliverRate  float64
 	ratesKnown                bool
 	at                        time.Time
+	// pending: the broker listed the queue without its depths (no statistics yet).
+	pending bool
 }
 
 // combine folds the stats of matched queues with op. Integer averages round up, so a set

@@ -257,6 +257,9 @@ func (r *RabbitMQ) AMQPAddr() string { return fmt.Sprintf("127.0.0.1:%d", r.amqp
 // Dir is the state directory (logs are in server.log there).
 func (r *RabbitMQ) Dir() string { return r.dir }
 
+// LogTail returns the last n bytes of the broker's log, for test failures.
+func (r *RabbitMQ) LogTail(n int) string { return tail(filepath.Join(r.dir, "server.log"), n) }
+
 // Stop stops the broker, then epmd, by PID, and removes the state directory when
 // StartRabbitMQ created it. It is safe to call more than once.
 func (r *RabbitMQ) Stop() error {

@@ -14,6 +14,11 @@ func RabbitMQ(t testing.TB) *lab.RabbitMQ {
 	Short(t, "RabbitMQ broker")
 	r, err := lab.StartRabbitMQ(t.Context(), lab.RabbitMQOptions{})
 	Check(t, "RabbitMQ broker", err)
-	t.Cleanup(func() { _ = r.Stop() })
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("broker log (end):\n%s", r.LogTail(6000))
+		}
+		_ = r.Stop()
+	})
 	return r
 }
