@@ -163,7 +163,8 @@ type Result struct {
 	// OvercommitSeconds is the time during which at least one node's memory use exceeded its
 	// allocatable: time at risk of OOM kills.
 	OvercommitSeconds float64 `json:"overcommit_seconds"`
-	// BusyKilled counts workers removed by scale-down while holding messages.
+	// BusyKilled counts workers killed while holding messages: deleted by a scale-down and
+	// still holding them when their termination grace period ended.
 	BusyKilled   int64 `json:"busy_killed"`
 	ScaleActions int64 `json:"scale_actions"`
 	// SPEC elasticity metrics, in percent: under/over-provisioning accuracy and timeshare,

@@ -151,6 +151,12 @@ type Workload struct {
 	Consumers int `json:"consumers,omitempty"`
 	// StartLatency is from the pod being scheduled to Ready. Default 0.
 	StartLatency Duration `json:"startLatency,omitempty"`
+	// TerminationGracePeriod is the pods' terminationGracePeriodSeconds, the same for every
+	// policy. A deleted worker stops consuming at once (SIGTERM) and finishes the messages in
+	// hand if they end within it; what is still held when it ends is lost (SIGKILL: the
+	// messages are requeued and the worker counts in busy_killed). Unset: 30s, Kubernetes'
+	// default; 0s: killed at once.
+	TerminationGracePeriod *Duration `json:"terminationGracePeriod,omitempty"`
 	// MinReplicas and MaxReplicas are the ScaledObject's minReplicaCount and
 	// maxReplicaCount (and the cpu-hpa's bounds). Default 0 and 100.
 	MinReplicas int32 `json:"minReplicas,omitempty"`
@@ -427,6 +433,8 @@ func (sc *Scenario) Validate() error {
 		return sc.errorf("consumers", "workload consumers %d: want 1 to 1000", w.Consumers)
 	case w.StartLatency.Duration < 0:
 		return sc.errorf("startLatency", "workload startLatency %v: must not be negative", w.StartLatency.Duration)
+	case w.TerminationGracePeriod != nil && w.TerminationGracePeriod.Duration < 0:
+		return sc.errorf("terminationGracePeriod", "workload terminationGracePeriod %v: must not be negative", w.TerminationGracePeriod.Duration)
 	case w.MinReplicas < 0 || w.MaxReplicas < 0 || w.MaxReplicas > 100000:
 		return sc.errorf("maxReplicas", "workload minReplicas %d / maxReplicas %d: want 0 ≤ min ≤ max ≤ 100000", w.MinReplicas, w.MaxReplicas)
 	case w.MaxReplicas > 0 && w.MinReplicas > w.MaxReplicas:

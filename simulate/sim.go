@@ -29,6 +29,7 @@ type pod struct {
 	busy       int // slots holding a message
 	snapBusy   int // busy slots at the scaler's last broker reading
 	cost       int // controller.kubernetes.io/pod-deletion-cost (headroom only)
+	killAt     int64 // while terminating: when the grace period ends
 }
 
 // snapshot is the scaler's last broker reading.
@@ -65,6 +66,12 @@ type sim struct {
 
 	pending, bound, readyN, busyW int
 
+	// draining: deleted workers finishing the messages in hand within the grace period; they
+	// still hold their node's room and take no new message. drainHeld is their messages.
+	draining  []*pod
+	drainHeld int64
+	nextKill  int64
+
 	// headroom: the scaler's broker reading, and whether pods get deletion costs.
 	snap    snapshot
 	useSnap bool
@@ -77,7 +84,7 @@ type sim struct {
 const never = math.MaxInt64
 
 func newSim(m *model, policy string) *sim {
-	s := &sim{m: m, policy: policy, base: m.base, lastUp: -1, nextDone: never, nextRdy: never}
+	s := &sim{m: m, policy: policy, base: m.base, lastUp: -1, nextDone: never, nextRdy: never, nextKill: never}
 	s.nodes = append([]nodeState(nil), m.nodes...)
 	s.met.init(m)
 	return s
@@ -210,9 +217,57 @@ func (s *sim) victims(k int) []*pod {
 	return ps[:min(k, len(ps))]
 }
 
-// remove deletes a pod. Graceful termination of a busy worker is modelled as the worker
-// stopping without acknowledging: its messages go back to the head of the queue.
+// remove deletes a pod. An idle worker goes at once. A busy one is sent SIGTERM: it stops
+// consuming and finishes the messages in hand that end within the grace period, then exits;
+// what it still holds when the grace period ends is lost (see kill).
 func (s *sim) remove(p *pod) {
+	s.detach(p)
+	if p.busy == 0 {
+		s.release(p)
+		return
+	}
+	p.killAt = s.t + s.m.grace
+	if p.killAt <= s.t {
+		s.kill(p, false)
+		return
+	}
+	for _, sl := range p.slots {
+		if sl.msg >= 0 {
+			s.drainHeld++
+		}
+	}
+	s.draining = append(s.draining, p)
+	s.nextKill = min(s.nextKill, p.killAt)
+}
+
+// detach takes a pod out of the ReplicaSet: no longer Ready, no new message.
+func (s *sim) detach(p *pod) {
+	if p.node >= 0 && p.ready {
+		s.readyN--
+	}
+	p.ready = false
+	for i, q := range s.pods {
+		if q == p {
+			s.pods = append(s.pods[:i], s.pods[i+1:]...)
+			break
+		}
+	}
+}
+
+// release frees a gone pod's place.
+func (s *sim) release(p *pod) {
+	switch {
+	case p.node < 0:
+		s.pending--
+	default:
+		s.nodes[p.node].workers--
+		s.bound--
+	}
+}
+
+// kill ends a terminating worker that still holds messages (SIGKILL at the end of the grace
+// period): its messages go back to the head of the queue.
+func (s *sim) kill(p *pod, draining bool) {
 	if p.busy > 0 {
 		s.met.busyKilled++
 		var back []cohort
@@ -224,29 +279,33 @@ func (s *sim) remove(p *pod) {
 			back = append(back, cohort{arrival: sl.arrival, enq: s.t, first: sl.msg, n: 1})
 			s.met.requeued++
 			s.unacked--
+			if draining {
+				s.drainHeld--
+			}
 			sl.msg = -1
 		}
 		sort.Slice(back, func(i, j int) bool { return back[i].first < back[j].first })
 		s.pushFront(back)
 		s.nodes[p.node].busy--
 		s.busyW--
+		p.busy = 0
 	}
-	switch {
-	case p.node < 0:
-		s.pending--
-	default:
-		s.nodes[p.node].workers--
-		s.bound--
-		if p.ready {
-			s.readyN--
+	s.release(p)
+}
+
+// endGrace kills the terminating workers whose grace period ended.
+func (s *sim) endGrace() {
+	s.nextKill = never
+	kept := s.draining[:0]
+	for _, p := range s.draining {
+		if p.killAt <= s.t {
+			s.kill(p, true)
+			continue
 		}
+		s.nextKill = min(s.nextKill, p.killAt)
+		kept = append(kept, p)
 	}
-	for i, q := range s.pods {
-		if q == p {
-			s.pods = append(s.pods[:i], s.pods[i+1:]...)
-			break
-		}
-	}
+	s.draining = kept
 }
 
 func (s *sim) pushFront(cs []cohort) {
@@ -295,6 +354,9 @@ func (s *sim) step() {
 	if t >= s.nextDone {
 		s.complete()
 	}
+	if t >= s.nextKill {
+		s.endGrace()
+	}
 	if t < int64(len(s.m.arr.counts)) {
 		if c := s.m.arr.counts[t]; c > 0 {
 			s.q = append(s.q, cohort{arrival: t, enq: t, first: s.nextMsg, n: c})
@@ -303,7 +365,7 @@ func (s *sim) step() {
 		}
 	}
 	s.ctl.step(s)
-	if s.ready > 0 && int64(s.readyN*s.m.consumers) > s.unacked {
+	if s.ready > 0 && int64(s.readyN*s.m.consumers) > s.unacked-s.drainHeld {
 		s.dispatch()
 	}
 	if s.useSnap && t%s.refresh == 0 {
@@ -314,31 +376,51 @@ func (s *sim) step() {
 
 // complete acknowledges the messages whose service ended.
 func (s *sim) complete() {
-	t := s.t
 	s.nextDone = never
 	for _, p := range s.pods {
+		s.completeOn(p)
+	}
+	if len(s.draining) == 0 {
+		return
+	}
+	kept := s.draining[:0]
+	for _, p := range s.draining {
+		before := p.busy
+		s.completeOn(p)
+		s.drainHeld -= int64(before - p.busy)
 		if p.busy == 0 {
+			s.release(p) // finished its work within the grace period: exits
 			continue
 		}
-		for i := range p.slots {
-			sl := &p.slots[i]
-			if sl.msg < 0 {
-				continue
-			}
-			if sl.done <= t {
-				s.met.wait(sl.start - sl.arrival)
-				sl.msg = -1
-				s.unacked--
-				p.busy--
-				s.met.done++
-			} else {
-				s.nextDone = min(s.nextDone, sl.done)
-			}
+		kept = append(kept, p)
+	}
+	s.draining = kept
+}
+
+// completeOn acknowledges one worker's messages whose service ended.
+func (s *sim) completeOn(p *pod) {
+	if p.busy == 0 {
+		return
+	}
+	t := s.t
+	for i := range p.slots {
+		sl := &p.slots[i]
+		if sl.msg < 0 {
+			continue
 		}
-		if p.busy == 0 {
-			s.nodes[p.node].busy--
-			s.busyW--
+		if sl.done <= t {
+			s.met.wait(sl.start - sl.arrival)
+			sl.msg = -1
+			s.unacked--
+			p.busy--
+			s.met.done++
+		} else {
+			s.nextDone = min(s.nextDone, sl.done)
 		}
+	}
+	if p.busy == 0 {
+		s.nodes[p.node].busy--
+		s.busyW--
 	}
 }
 
@@ -447,7 +529,7 @@ func (s *sim) run(ctx context.Context, progress func(done int64)) error {
 	}
 	// Messages in service at the end count with the wait they had; messages still queued
 	// with the wait they had so far.
-	for _, p := range s.pods {
+	for _, p := range append(s.pods, s.draining...) {
 		for _, sl := range p.slots {
 			if sl.msg >= 0 {
 				s.met.wait(sl.start - sl.arrival)

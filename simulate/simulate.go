@@ -19,6 +19,7 @@ type model struct {
 	worker        workerSpec
 	consumers     int
 	startLatency  int64
+	grace         int64 // terminationGracePeriodSeconds
 	horizon       int64
 	base          time.Time
 	maxReplicas   int32
@@ -34,6 +35,9 @@ func (m *model) arrivedBy(t int64) int64 {
 	}
 	return m.cum[t]
 }
+
+// defaultGrace is Kubernetes' default terminationGracePeriodSeconds.
+const defaultGrace = 30
 
 // demandWindow is the shortest trailing window over which the SPEC demand's arrival rate is
 // measured; the window is the mean service time when that is longer, so that the demand is
@@ -52,7 +56,11 @@ func compile(sc *Scenario, trace *Trace) (*model, error) {
 	m := &model{
 		sc: sc, arr: arr, consumers: sc.consumers(), maxReplicas: sc.maxReplicas(),
 		startLatency: int64(sc.Workload.StartLatency.Seconds()),
+		grace:        defaultGrace,
 		base:         arr.start,
+	}
+	if g := sc.Workload.TerminationGracePeriod; g != nil {
+		m.grace = int64(math.Ceil(g.Seconds()))
 	}
 	if m.base.IsZero() {
 		m.base = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)

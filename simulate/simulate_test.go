@@ -332,7 +332,9 @@ func TestCountersMatchPods(t *testing.T) {
 					var unacked int64
 					perNode := make([]int64, len(s.nodes))
 					busyNode := make([]int64, len(s.nodes))
-					for _, p := range s.pods {
+					// Terminating workers (draining within the grace period) are bound and
+					// may be busy, but no longer in the ReplicaSet.
+					for _, p := range append(append([]*pod(nil), s.pods...), s.draining...) {
 						if p.node < 0 {
 							pending++
 							continue
@@ -364,5 +366,38 @@ func TestCountersMatchPods(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestShippedHeadroomKillsNoBusyWorker runs every shipped scenario at the server's default
+// broker refresh (5 s) and checks that headroom kills no busy worker, with the baselines'
+// figures logged beside it (they share the scenario's worker settings, grace period
+// included).
+func TestShippedHeadroomKillsNoBusyWorker(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs every shipped scenario in full")
+	}
+	for _, name := range ShippedScenarios() {
+		t.Run(name, func(t *testing.T) {
+			sc, _, err := LoadShipped(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r := sc.Policies.Headroom.BrokerRefresh.Duration; r != 0 {
+				t.Fatalf("brokerRefresh %v: shipped scenarios must use the server's default", r)
+			}
+			rep, err := Run(t.Context(), sc, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var line []string
+			for _, res := range rep.Policies {
+				line = append(line, fmt.Sprintf("%s %d", res.Name, res.BusyKilled))
+				if res.Name == PolicyHeadroom && res.BusyKilled != 0 {
+					t.Errorf("headroom busy_killed = %d, want 0", res.BusyKilled)
+				}
+			}
+			t.Logf("busy_killed: %s", strings.Join(line, ", "))
+		})
 	}
 }
