@@ -26,9 +26,9 @@ type pod struct {
 	ready      bool
 	readySince int64
 	slots      []slot
-	busy       int // slots holding a message
-	snapBusy   int // busy slots at the scaler's last broker reading
-	cost       int // controller.kubernetes.io/pod-deletion-cost (headroom only)
+	busy       int   // slots holding a message
+	snapBusy   int   // busy slots at the scaler's last broker reading
+	cost       int   // controller.kubernetes.io/pod-deletion-cost (headroom only)
 	killAt     int64 // while terminating: when the grace period ends
 }
 
