@@ -28,11 +28,14 @@
 //     capacity.FitNode on requests, score by LeastAllocated, first node on a tie) or left
 //     Pending-unschedulable and retried when room is freed; Ready after startLatency. The
 //     fleet at t=0 is already Ready.
-//   - Scale-down: the ReplicaSet controller's victim order (see sim.victims). Graceful
-//     termination is modelled as a worker stopping without acknowledging: its messages go back
-//     to the head of the queue and it counts in busy_killed. headroom annotates
+//   - Scale-down: the ReplicaSet controller's victim order (see sim.victims). A deleted
+//     worker stops consuming at once (SIGTERM) and finishes the messages in hand that end
+//     within workload.terminationGracePeriod (default 30 s, the same for every policy),
+//     keeping its node's room meanwhile; what it still holds when the grace period ends goes
+//     back to the head of the queue and the worker counts in busy_killed. headroom annotates
 //     pod-deletion-cost from its last broker reading (idle 0, busy = messages held), so idle
-//     workers go first.
+//     workers go first; a worker idle at the reading can still take a message before the
+//     deletion (the reading is up to brokerRefresh old), which only the grace period saves.
 //   - Cluster: nodes with allocatable CPU, memory and pods; other tenants' fixed requests and
 //     usage per node; workers request the pod template's requests and use workload.usage.idle
 //     or .busy (which may exceed the requests). A second in which some node uses more memory
