@@ -125,18 +125,21 @@ func TestScaledObjectsDiscovered(t *testing.T) {
 		}
 		return nil
 	})
-	all := 0
-	for _, so := range c.ScaledObjects() {
-		if so.Namespace == g.name {
-			all++
-			if so.UID == "" {
-				t.Errorf("ScaledObject %s has no UID", so.Name)
+	eventually(t, "every ScaledObject listed", func() error {
+		all := 0
+		for _, so := range c.ScaledObjects() {
+			if so.Namespace == g.name {
+				all++
+				if so.UID == "" {
+					return fmt.Errorf("ScaledObject %s has no UID", so.Name)
+				}
 			}
 		}
-	}
-	if all != len(objs) {
-		t.Errorf("ScaledObjects = %d in %s, want %d", all, g.name, len(objs))
-	}
+		if all != len(objs) {
+			return fmt.Errorf("ScaledObjects = %d in %s, want %d", all, g.name, len(objs))
+		}
+		return nil
+	})
 	if !c.Synced() {
 		t.Error("Synced = false with the ScaledObject informer running")
 	}
