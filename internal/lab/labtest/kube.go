@@ -17,9 +17,11 @@ func Kube(t testing.TB, opts lab.KubeOptions) *lab.Kube {
 	Short(t, "Kubernetes control plane")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
+	start := time.Now()
 	k, err := lab.StartKube(ctx, opts)
 	Check(t, "Kubernetes control plane", err)
 	t.Cleanup(k.Stop)
+	t.Logf("control plane started in %s (%s)", time.Since(start).Round(10*time.Millisecond), k.Dir)
 	return k
 }
 
@@ -50,7 +52,11 @@ func SharedKube(t testing.TB, opts lab.KubeOptions) *lab.Kube {
 	s.once.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
+		start := time.Now()
 		s.kube, s.err = lab.StartKube(ctx, opts)
+		if s.err == nil {
+			t.Logf("control plane started in %s (%s)", time.Since(start).Round(10*time.Millisecond), s.kube.Dir)
+		}
 	})
 	Check(t, "Kubernetes control plane", s.err)
 	return s.kube
