@@ -3,45 +3,18 @@ package capacity_test
 import (
 	"context"
 	"fmt"
-	"os"
 	"reflect"
 	"testing"
 	"time"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
-	"sigs.k8s.io/yaml"
 
 	"github.com/headroom-autoscaler/headroom/capacity"
 	"github.com/headroom-autoscaler/headroom/internal/lab"
 	"github.com/headroom-autoscaler/headroom/internal/lab/labtest"
 )
-
-// installScaledObjectCRD applies KEDA's own ScaledObject CRD, read from its module.
-func installScaledObjectCRD(t *testing.T, k *lab.Kube) {
-	t.Helper()
-	path, err := lab.ScaledObjectCRD.Fetch(t.Context())
-	labtest.Check(t, "KEDA ScaledObject CRD", err)
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var crd map[string]any
-	if err := yaml.Unmarshal(data, &crd); err != nil {
-		t.Fatalf("parse %s: %v", path, err)
-	}
-	dc, err := dynamic.NewForConfig(k.RESTConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	gvr := schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
-	if _, err := dc.Resource(gvr).Create(t.Context(), &unstructured.Unstructured{Object: crd}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatalf("create ScaledObject CRD: %v", err)
-	}
-}
 
 func scaledObject(ns, name, target string, minR, maxR *int64, triggers ...map[string]any) *unstructured.Unstructured {
 	spec := map[string]any{"scaleTargetRef": map[string]any{"name": target}}
@@ -78,7 +51,7 @@ func TestScaledObjectsDiscovered(t *testing.T) {
 	const ours = "headroom.keda.svc:9090"
 	// Started before the CRD exists: the cluster must find it later.
 	c := startCluster(t, k, clusterOpts{dynamic: true, addresses: []string{ours}, crdEvery: 200 * time.Millisecond})
-	installScaledObjectCRD(t, k)
+	labtest.Check(t, "KEDA CRDs", lab.InstallKEDACRDs(t.Context(), k)) // KEDA's own CRDs, from its module
 
 	dc, err := dynamic.NewForConfig(k.RESTConfig())
 	if err != nil {
