@@ -1,6 +1,7 @@
 package server
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/headroom-autoscaler/headroom/queue"
@@ -124,5 +125,22 @@ func TestCostPatcherSkipsRightCosts(t *testing.T) {
 	}
 	if want := []string{"wrong", "stale"}; len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
 		t.Errorf("patched %v, want %v (busiest first)", got, want)
+	}
+}
+
+// BenchmarkMapBusy maps 1,000 consumers to 1,000 pods, a large target's busy view per pass.
+func BenchmarkMapBusy(b *testing.B) {
+	pods := make([]WorkerPod, 1000)
+	cons := make([]queue.Consumer, 1000)
+	for i := range pods {
+		ip := fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255)
+		pods[i] = WorkerPod{Name: fmt.Sprintf("w-%d", i), IP: ip, Running: true, Ready: true}
+		cons[i] = queue.Consumer{PeerHost: ip, PeerPort: 40000, Channel: 1, Unacked: int64(i % 2)}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if v := mapBusy(pods, "Deployment", cons); v.busy != 500 {
+			b.Fatalf("busy = %d, want 500", v.busy)
+		}
 	}
 }

@@ -27,6 +27,20 @@
 // stepTimeout). Both are per scaler replica; after a restart they start unknown, which holds
 // an AMQP-read workload for one idleAfter and lets the next step go at once.
 //
+// Busy-aware scale-down (busy.go, deletioncost.go): with the management API, each pass maps
+// the queue's consumers to the target's pods by the consumer's peer host = the pod's IP, and
+// counts the pods whose channels hold unacknowledged messages. That count is the decision's
+// Busy (for a StatefulSet, which always removes its highest ordinals, the highest busy
+// ordinal + 1). The mapping is refused, and busy workers are unknown, when two of the target's
+// pods share an IP (host networking) or a consumer's peer is none of them (a proxy, NAT, or
+// another workload on the queue); AMQP readings cannot see in-flight work at all. Then no
+// cost is set and costs left from earlier readings are removed. When known, a Deployment's
+// busy pods carry controller.kubernetes.io/pod-deletion-cost = the messages they hold and
+// idle pods none, refreshed on every pass (not only when a scale-down is decided: the HPA
+// and the ReplicaSet controller act on their own clocks). Only changed costs are patched, by
+// one goroutine behind a client-side token bucket (Options.PatchQPS, PatchBurst); the
+// planner hands it the wanted state and never waits.
+//
 // Invariants:
 //   - A call never waits on the broker or the API server, except the first call for a queue
 //     nobody asked about yet, which waits (at most Options.FirstReadWait) for its first read.
