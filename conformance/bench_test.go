@@ -1,0 +1,388 @@
+package conformance
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/kedacore/keda/v2/pkg/scalers"
+	"github.com/kedacore/keda/v2/pkg/scalers/scalersconfig"
+)
+
+// The load benchmark of issue 5: 1,000 ScaledObjects, one queue each, polled by 32
+// concurrent pollers, through KEDA's own RabbitMQ scaler (HTTP and AMQP) and through KEDA's
+// external-scaler client against `scaler serve`, all on the same broker in the same run.
+const (
+	fleetSize   = 1000
+	pollers     = 32
+	benchNS     = "bench"
+	benchPrefix = "bench-"
+)
+
+var fleet struct {
+	once sync.Once
+	err  error
+}
+
+// setupFleet declares the queues (i % 7 messages each) and creates the Deployments and
+// ScaledObjects, once per test binary.
+func setupFleet(b *testing.B) {
+	b.Helper()
+	needStack(b)
+	fleet.once.Do(func() { fleet.err = buildFleet(context.Background()) })
+	if fleet.err != nil {
+		b.Fatalf("set up %d ScaledObjects: %v", fleetSize, fleet.err)
+	}
+}
+
+func buildFleet(ctx context.Context) error {
+	type q struct {
+		Name       string         `json:"name"`
+		VHost      string         `json:"vhost"`
+		Durable    bool           `json:"durable"`
+		AutoDelete bool           `json:"auto_delete"`
+		Arguments  map[string]any `json:"arguments"`
+	}
+	qs := make([]q, fleetSize)
+	for i := range qs {
+		qs[i] = q{Name: queueName(i), VHost: "/", Durable: true, Arguments: map[string]any{}}
+	}
+	if err := mgmt(ctx, http.MethodPost, "/api/definitions", map[string]any{"queues": qs}, nil); err != nil {
+		return err
+	}
+	if _, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: benchNS}}, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	errs := make(chan error, fleetSize)
+	sem := make(chan struct{}, 16)
+	var wg sync.WaitGroup
+	for i := 0; i < fleetSize; i++ {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			errs <- createFleetMember(ctx, i)
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	// Messages: i % 7 per queue, through the management API's publish (one request each).
+	for i := 0; i < fleetSize; i++ {
+		for j := 0; j < i%7; j++ {
+			body := map[string]any{"properties": map[string]any{}, "routing_key": queueName(i), "payload": "job", "payload_encoding": "string"}
+			if err := mgmt(ctx, http.MethodPost, "/api/exchanges/%2F/amq.default/publish", body, nil); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func queueName(i int) string { return fmt.Sprintf("%s%04d", benchPrefix, i) }
+
+func createFleetMember(ctx context.Context, i int) error {
+	name := queueName(i)
+	zero := int32(0)
+	d := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: benchNS},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: &zero,
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": name}},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": name}},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{
+					Name: "w", Image: "example.invalid/w:never-pulled",
+					Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
+						corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("16Mi"),
+					}},
+				}}},
+			},
+		},
+	}
+	if _, err := kube.AppsV1().Deployments(benchNS).Create(ctx, d, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	so := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
+		"metadata": map[string]any{"name": name, "namespace": benchNS},
+		"spec": map[string]any{
+			"scaleTargetRef": map[string]any{"name": name}, "minReplicaCount": int64(0), "maxReplicaCount": int64(10),
+			"triggers": []any{map[string]any{"type": "external", "metadata": map[string]any{
+				"scalerAddress": stack.ScalerAddress, "queue": name, "messagesPerReplica": "5",
+			}}},
+		},
+	}}
+	_, err := dyn.Resource(scaledObjects).Namespace(benchNS).Create(ctx, so, metav1.CreateOptions{})
+	return err
+}
+
+// mgmt calls the broker's management API as guest.
+func mgmt(ctx context.Context, method, path string, body, out any) error {
+	var rd *bytes.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	} else {
+		rd = bytes.NewReader(nil)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, stack.ManagementURL+path, rd)
+	if err != nil {
+		return err
+	}
+	req.SetBasicAuth("guest", "guest")
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("%s %s: %s", method, path, resp.Status)
+	}
+	if out != nil {
+		return json.NewDecoder(resp.Body).Decode(out)
+	}
+	return nil
+}
+
+// brokerCPU returns the broker's CPU time so far, from the OS process the management API names
+// (os_pid in /api/nodes): user + system time from /proc.
+func brokerCPU(ctx context.Context) (time.Duration, error) {
+	var nodes []struct {
+		OSPid string `json:"os_pid"`
+	}
+	if err := mgmt(ctx, http.MethodGet, "/api/nodes", nil, &nodes); err != nil {
+		return 0, err
+	}
+	if len(nodes) != 1 {
+		return 0, fmt.Errorf("%d broker nodes, want 1", len(nodes))
+	}
+	b, err := os.ReadFile("/proc/" + nodes[0].OSPid + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	// Fields after the command name (which may hold spaces, inside parentheses).
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * time.Second / 100, nil // USER_HZ is 100 on Linux
+}
+
+// brokerConnections is the number of AMQP connections the broker holds.
+func brokerConnections(ctx context.Context) (int, error) {
+	var o struct {
+		ObjectTotals struct {
+			Connections int `json:"connections"`
+		} `json:"object_totals"`
+	}
+	err := mgmt(ctx, http.MethodGet, "/api/overview", nil, &o)
+	return o.ObjectTotals.Connections, err
+}
+
+// scalerBrokerRequests sums headroom_broker_requests_total over the scaler replicas.
+func scalerBrokerRequests(ctx context.Context) (float64, error) {
+	var total float64
+	for _, s := range stack.Scalers {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+s.HTTP+"/metrics", nil)
+		if err != nil {
+			return 0, err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			line := sc.Text()
+			if strings.HasPrefix(line, "headroom_broker_requests_total") {
+				fields := strings.Fields(line)
+				v, _ := strconv.ParseFloat(fields[len(fields)-1], 64)
+				total += v
+			}
+		}
+		resp.Body.Close()
+	}
+	return total, nil
+}
+
+// poller is one ScaledObject's scaler as KEDA holds it, and the metric name KEDA asks for.
+type poller struct {
+	s      scalers.Scaler
+	metric string
+}
+
+// round polls every scaler once with 32 concurrent pollers, as KEDA's polling loops would,
+// and returns the wall time and each call's latency.
+func round(ctx context.Context, ps []poller) (time.Duration, []time.Duration, error) {
+	lat := make([]time.Duration, len(ps))
+	errs := make([]error, pollers)
+	next := make(chan int, len(ps))
+	for i := range ps {
+		next <- i
+	}
+	close(next)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for w := 0; w < pollers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				t0 := time.Now()
+				_, _, err := ps[i].s.GetMetricsAndActivity(ctx, ps[i].metric)
+				lat[i] = time.Since(t0)
+				if err != nil && errs[w] == nil {
+					errs[w] = fmt.Errorf("poll %d: %w", i, err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	wall := time.Since(start)
+	for _, err := range errs {
+		if err != nil {
+			return wall, lat, err
+		}
+	}
+	return wall, lat, nil
+}
+
+// runRounds runs b.N poll rounds and reports per-round and per-call figures with the broker's
+// CPU and request costs.
+func runRounds(b *testing.B, ps []poller, scalerSide bool) {
+	ctx := context.Background()
+	// One warm-up round: connection setup and first reads are not what a steady poll costs.
+	if _, _, err := round(ctx, ps); err != nil {
+		b.Fatal(err)
+	}
+	cpu0, err := brokerCPU(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	req0, _ := scalerBrokerRequests(ctx)
+	var all []time.Duration
+	var walls time.Duration
+	b.ResetTimer()
+	start := time.Now()
+	for i := 0; i < b.N; i++ {
+		wall, lat, err := round(ctx, ps)
+		if err != nil {
+			b.Fatal(err)
+		}
+		walls += wall
+		all = append(all, lat...)
+	}
+	elapsed := time.Since(start)
+	b.StopTimer()
+	cpu1, err := brokerCPU(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	conns, err := brokerConnections(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	slices.Sort(all)
+	pct := func(p float64) float64 { return float64(all[int(p*float64(len(all)-1))].Microseconds()) / 1000 }
+	b.ReportMetric(float64(walls.Milliseconds())/float64(b.N), "ms/round")
+	b.ReportMetric(pct(0.50), "p50-ms/call")
+	b.ReportMetric(pct(0.99), "p99-ms/call")
+	b.ReportMetric(float64((cpu1-cpu0).Milliseconds())/float64(b.N), "broker-cpu-ms/round")
+	b.ReportMetric(float64((cpu1-cpu0).Milliseconds())/elapsed.Seconds(), "broker-cpu-ms/s")
+	b.ReportMetric(float64(conns), "broker-conns")
+	if scalerSide {
+		req1, _ := scalerBrokerRequests(ctx)
+		b.ReportMetric((req1-req0)/elapsed.Seconds(), "broker-req/s")
+	}
+}
+
+// BenchmarkKEDARabbitMQHTTP is KEDA's own RabbitMQ scaler over the management API: one
+// request per ScaledObject per poll.
+func BenchmarkKEDARabbitMQHTTP(b *testing.B) { benchKEDARabbitMQ(b, "http") }
+
+// BenchmarkKEDARabbitMQAMQP is KEDA's own RabbitMQ scaler over AMQP: one connection per
+// ScaledObject, a passive declare per poll.
+func BenchmarkKEDARabbitMQAMQP(b *testing.B) { benchKEDARabbitMQ(b, "amqp") }
+
+func benchKEDARabbitMQ(b *testing.B, protocol string) {
+	setupFleet(b)
+	host := strings.Replace(stack.ManagementURL, "http://", "http://guest:guest@", 1) + "/"
+	if protocol == "amqp" {
+		host = stack.AMQPURL
+	}
+	ps := make([]poller, fleetSize)
+	for i := range ps {
+		cfg := &scalersconfig.ScalerConfig{
+			ScalableObjectName: queueName(i), ScalableObjectNamespace: benchNS, ScalableObjectType: "ScaledObject",
+			TriggerType: "rabbitmq", TriggerIndex: 0, GlobalHTTPTimeout: 3 * time.Second,
+			TriggerMetadata: map[string]string{"host": host, "protocol": protocol, "queueName": queueName(i), "mode": "QueueLength", "value": "5"},
+		}
+		s, err := scalers.NewRabbitMQScaler(cfg)
+		if err != nil {
+			b.Fatalf("KEDA NewRabbitMQScaler %d: %v", i, err)
+		}
+		b.Cleanup(func() { _ = s.Close(context.Background()) })
+		specs := s.GetMetricSpecForScaling(context.Background())
+		ps[i] = poller{s: s, metric: specs[0].External.Metric.Name}
+	}
+	runRounds(b, ps, false)
+}
+
+// BenchmarkScalerServe polls `scaler serve` through KEDA's external-scaler client (what the
+// operator runs): GetMetrics and IsActive per ScaledObject per poll, over one shared gRPC
+// connection, answered from the scaler's snapshot.
+func BenchmarkScalerServe(b *testing.B) {
+	setupFleet(b)
+	ps := make([]poller, fleetSize)
+	for i := range ps {
+		md := map[string]string{"scalerAddress": stack.ScalerAddress, "queue": queueName(i), "messagesPerReplica": "5"}
+		s, err := scalers.NewExternalScaler(scalerConfig(benchNS, queueName(i), md))
+		if err != nil {
+			b.Fatalf("KEDA NewExternalScaler %d: %v", i, err)
+		}
+		b.Cleanup(func() { _ = s.Close(context.Background()) })
+		specs := s.GetMetricSpecForScaling(context.Background())
+		if len(specs) != 1 {
+			b.Fatalf("scaledobject %d: %d metric specs\n%s", i, len(specs), scalerLogs())
+		}
+		ps[i] = poller{s: s, metric: specs[0].External.Metric.Name}
+	}
+	// Every ScaledObject answered once (the scaler has planned them all) before measuring.
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		_, _, err := round(context.Background(), ps)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("the scaler did not answer for all %d ScaledObjects: %v\n%s", fleetSize, err, scalerLogs())
+		}
+		time.Sleep(time.Second)
+	}
+	runRounds(b, ps, true)
+}
