@@ -23,6 +23,7 @@ import (
 	"github.com/headroom-autoscaler/headroom/capacity"
 	"github.com/headroom-autoscaler/headroom/internal/lab"
 	"github.com/headroom-autoscaler/headroom/internal/lab/labtest"
+	pb "github.com/headroom-autoscaler/headroom/proto"
 	"github.com/headroom-autoscaler/headroom/queue"
 	"github.com/headroom-autoscaler/headroom/server"
 )
@@ -160,7 +161,7 @@ func TestBusyPodsSurviveScaleDown(t *testing.T) {
 	if _, err := kc.AppsV1().Deployments(ns).Create(ctx, workerDeployment(ns, "loader", ns, 6, req, nil), metav1.CreateOptions{}); err != nil {
 		t.Fatalf("create deployment: %v", err)
 	}
-	createScaledObject(t, k, ns, "loader", map[string]any{"scalerAddress": "headroom.keda:9090", "broker": "main", "queue": q})
+	createScaledObject(t, k, ns, "Deployment", "loader", map[string]any{"scalerAddress": "headroom.keda:9090", "broker": "main", "queue": q})
 
 	reader, err := queue.NewReader([]queue.BrokerConfig{{Name: "main", URL: rmq.ManagementURL(), Username: "guest", Password: "guest"}}, queue.Options{Refresh: testRefresh})
 	if err != nil {
@@ -268,6 +269,144 @@ func TestBusyPodsSurviveScaleDown(t *testing.T) {
 	}
 }
 
+// TestStatefulSetHeldAtBusyOrdinal: a StatefulSet always removes its highest ordinals, so
+// deletion costs cannot help; the scaler holds the scale-down at the highest busy ordinal + 1.
+// On real components (the StatefulSet controller, RabbitMQ, consumers from the pods' IPs):
+// one pod of four holds a long message; the answer must be its ordinal + 1, and scaling the
+// StatefulSet to the answer must leave the busy pod running. Three rounds, with the broker's
+// round-robin moved on between them so that the busy ordinal changes.
+func TestStatefulSetHeldAtBusyOrdinal(t *testing.T) {
+	labtest.Short(t, "Kubernetes control plane and RabbitMQ")
+	rmq := sharedBroker(t)
+	k := labtest.SharedKube(t, lab.KubeOptions{})
+	ctx := t.Context()
+	const ns = "busysts"
+	kc := k.Client()
+	if _, err := kc.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create namespace: %v", err)
+	}
+	if err := k.AddNode(ctx, lab.NodeSpec{Name: "busysts-a", CPU: "8", Memory: "16Gi", Labels: map[string]string{"headroom.test/group": ns}}); err != nil {
+		t.Fatalf("add node: %v", err)
+	}
+	installCRD(t, k)
+	q := "sts-" + fmt.Sprint(time.Now().UnixNano())
+	if err := rmq.Admin().DeclareQueue(ctx, "/", q); err != nil {
+		t.Fatal(err)
+	}
+	defer rmq.Admin().DeleteQueue(context.Background(), "/", q)
+	req := corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("128Mi")}
+	dep := workerDeployment(ns, "loader", ns, 4, req, nil)
+	sts := &appsv1.StatefulSet{
+		ObjectMeta: dep.ObjectMeta,
+		Spec: appsv1.StatefulSetSpec{
+			Replicas: dep.Spec.Replicas, Selector: dep.Spec.Selector, Template: dep.Spec.Template,
+			ServiceName: "loader", PodManagementPolicy: appsv1.ParallelPodManagement,
+		},
+	}
+	if _, err := kc.AppsV1().StatefulSets(ns).Create(ctx, sts, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create statefulset: %v", err)
+	}
+	md := map[string]string{"scalerAddress": "headroom.keda:9090", "broker": "main", "queue": q}
+	createScaledObject(t, k, ns, "StatefulSet", "loader", map[string]any{"scalerAddress": md["scalerAddress"], "broker": "main", "queue": q})
+
+	reader, err := queue.NewReader([]queue.BrokerConfig{{Name: "main", URL: rmq.ManagementURL(), Username: "guest", Password: "guest"}}, queue.Options{Refresh: testRefresh})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reader.Start(context.Background())
+	defer reader.Close()
+	rec := &recordedPatches{pods: map[string]string{}}
+	srv, err := server.New(server.Options{Queue: reader, Brokers: reader,
+		Cluster:    &server.Capacity{Cluster: startCluster(t, k), Addresses: []string{"headroom.keda:9090"}},
+		Registerer: prometheus.NewRegistry(), Refresh: testRefresh, Pods: rec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Start(context.Background())
+	defer srv.Close()
+	workers := labtest.Workers(t, lab.WorkerOptions{Client: kc, Namespace: ns, Selector: "app=loader",
+		AMQPURL: rmq.AMQPURL(), Queue: q, ServiceTime: 12 * time.Second})
+	conn, err := amqp.Dial(rmq.AMQPURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &pb.ScaledObjectRef{Namespace: ns, Name: "loader", ScalerMetadata: md}
+	for round := 1; round <= 3; round++ {
+		wait := func(what string, ok func() error) {
+			t.Helper()
+			if err := lab.WaitFor(ctx, fmt.Sprintf("round %d: %s", round, what), 90*time.Second, 100*time.Millisecond, func(context.Context) error { return ok() }); err != nil {
+				t.Fatal(err)
+			}
+		}
+		stats := func(ok func(lab.WorkerStats) bool) func() error {
+			return func() error {
+				if s := workers.Stats(); !ok(s) {
+					return fmt.Errorf("workers: %+v", s)
+				}
+				return nil
+			}
+		}
+		wait("four idle workers connected", stats(func(s lab.WorkerStats) bool { return s.Connected == 4 && s.Busy == 0 }))
+		wait("four consumers at the broker", func() error {
+			cs, err := reader.Consumers(ctx, queue.Selector{Broker: "main", Queue: q})
+			if err != nil {
+				return err
+			}
+			if len(cs) != 4 {
+				return fmt.Errorf("%d consumers", len(cs))
+			}
+			return nil
+		})
+		acked := workers.Stats().Acked
+		publish(t, ch, q, round-1, 50*time.Millisecond)
+		wait("short messages acknowledged", stats(func(s lab.WorkerStats) bool { return s.Acked == acked+int64(round-1) && s.Busy == 0 }))
+		publish(t, ch, q, 1, 12*time.Second)
+		wait("one busy", stats(func(s lab.WorkerStats) bool { return s.Busy == 1 }))
+		busy := workers.BusyPods()[0]
+		var ordinal int
+		if _, err := fmt.Sscanf(busy, "loader-%d", &ordinal); err != nil {
+			t.Fatalf("busy pod %q: %v", busy, err)
+		}
+		// One message needs one worker; the busy ordinal holds the answer at ordinal + 1.
+		want := float64(ordinal + 1)
+		wait(fmt.Sprintf("answer %v (busy %s)", want, busy), func() error {
+			resp, err := srv.GetMetrics(ctx, &pb.GetMetricsRequest{ScaledObjectRef: r})
+			if err != nil {
+				return err
+			}
+			if got := resp.MetricValues[0].MetricValueFloat; got != want {
+				return fmt.Errorf("GetMetrics = %v", got)
+			}
+			return nil
+		})
+		t.Logf("round %d: %s busy, answer %v", round, busy, want)
+		scaleStatefulSetTo(t, kc, ns, "loader", int32(want))
+		wait(fmt.Sprintf("%v pods left", want), func() error {
+			live, err := livePods(ctx, kc, ns, "app=loader")
+			if err != nil {
+				return err
+			}
+			if len(live) != int(want) || !slices.Contains(live, busy) {
+				return fmt.Errorf("pods %v", live)
+			}
+			return nil
+		})
+		if s := workers.Stats(); s.KilledBusy != 0 {
+			t.Errorf("round %d: %d busy workers killed, want 0", round, s.KilledBusy)
+		}
+		wait("message acknowledged", stats(func(s lab.WorkerStats) bool { return s.Busy == 0 }))
+		scaleStatefulSetTo(t, kc, ns, "loader", 4)
+	}
+	if n := rec.count(); n != 0 {
+		t.Errorf("%d deletion-cost patches on a StatefulSet, want 0", n)
+	}
+}
+
 // publish sends n messages that the emulated workers hold for d each.
 func publish(t *testing.T, ch *amqp.Channel, q string, n int, d time.Duration) {
 	t.Helper()
@@ -334,9 +473,23 @@ func scaleTo(t *testing.T, kc kubernetes.Interface, ns, name string, n int32) {
 	}
 }
 
+// scaleStatefulSetTo sets a StatefulSet's replicas through its scale subresource.
+func scaleStatefulSetTo(t *testing.T, kc kubernetes.Interface, ns, name string, n int32) {
+	t.Helper()
+	ctx := t.Context()
+	sc, err := kc.AppsV1().StatefulSets(ns).GetScale(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("get scale: %v", err)
+	}
+	sc.Spec.Replicas = n
+	if _, err := kc.AppsV1().StatefulSets(ns).UpdateScale(ctx, name, sc, metav1.UpdateOptions{}); err != nil {
+		t.Fatalf("update scale to %d: %v", n, err)
+	}
+}
+
 // createScaledObject creates a ScaledObject with one external trigger, retrying until its
 // CRD is served.
-func createScaledObject(t *testing.T, k *lab.Kube, ns, target string, md map[string]any) {
+func createScaledObject(t *testing.T, k *lab.Kube, ns, kind, target string, md map[string]any) {
 	t.Helper()
 	dc, err := dynamic.NewForConfig(k.RESTConfig())
 	if err != nil {
@@ -346,7 +499,7 @@ func createScaledObject(t *testing.T, k *lab.Kube, ns, target string, md map[str
 		"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
 		"metadata": map[string]any{"name": target, "namespace": ns},
 		"spec": map[string]any{
-			"scaleTargetRef": map[string]any{"name": target},
+			"scaleTargetRef": map[string]any{"name": target, "kind": kind},
 			"triggers":       []any{map[string]any{"type": "external", "metadata": md}},
 		},
 	}}
