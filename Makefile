@@ -12,7 +12,7 @@ BIN   := bin
 
 .PHONY: help
 help: ## List the targets with what they do.
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: build
 build: ## Build the scaler binary into bin/scaler.
@@ -23,8 +23,31 @@ deps: ## Install what the tests need: Debian packages, pinned Go tools, cached c
 	scripts/deps.sh
 
 .PHONY: test
-test: deps lint proto-check ## Everything CI runs: deps, lint, generated-code check, unit + real-component tests.
-	HEADROOM_REAL=1 $(GO) test -count=1 -timeout 30m ./...
+test: deps lint proto-check ## Everything CI runs: deps, lint, generated code, every test against real components.
+	HEADROOM_REAL=1 $(GO) test -count=1 -timeout 30m $$($(GO) list ./... | grep -v '/e2e$$')
+	$(MAKE) --no-print-directory e2e-run conformance-run
+
+.PHONY: demo
+demo: deps ## Build what is missing, start everything on loopback, play a burst, stop it all (also on Ctrl-C).
+	$(GO) run ./internal/cmd/demo
+
+.PHONY: e2e
+e2e: deps e2e-run ## End-to-end suite: RabbitMQ -> scaler -> KEDA -> HPA -> scheduler -> KWOK, asserted from the API server.
+
+.PHONY: e2e-run
+e2e-run:
+	HEADROOM_REAL=1 $(GO) test -count=1 -p 1 -timeout 20m -v ./e2e/
+
+.PHONY: conformance
+conformance: deps conformance-run ## Drive scaler serve through KEDA's own client code (separate module conformance/).
+
+.PHONY: conformance-run
+conformance-run:
+	cd conformance && HEADROOM_REAL=1 $(GO) test -count=1 -timeout 20m ./...
+
+.PHONY: simulate
+simulate: ## Replay the default scenario and write tables, timelines and plots to out/simulate.
+	$(GO) run ./cmd/scaler simulate --out out/simulate
 
 .PHONY: unit
 unit: ## Fast tests only (-short: real-component tests skip).
@@ -33,6 +56,7 @@ unit: ## Fast tests only (-short: real-component tests skip).
 .PHONY: bench
 bench: ## Run every benchmark (see docs/benchmarks.md for recorded numbers).
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+	cd conformance && HEADROOM_REAL=1 $(GO) test -run '^$$' -bench . -benchtime 5x -timeout 30m ./...
 
 .PHONY: lint
 lint: ## gofmt, go vet and staticcheck (pinned).
