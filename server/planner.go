@@ -215,8 +215,13 @@ func (p *planner) pass(now time.Time) {
 		})
 	}
 	alloc := scaler.Share(shareUnits, claims)
+	wants := make([]int64, len(claimants))
+	fits := make([]int32, len(claimants))
 	for i, it := range claimants {
-		it.e.share = sharePods(alloc[i], claims[i].Want, it.want, it.e.workload.Fit)
+		wants[i], fits[i] = it.want, it.e.workload.Fit
+	}
+	for i, pods := range sharePods(claims, alloc, wants, fits) {
+		claimants[i].e.share = pods
 	}
 	for _, it := range items {
 		it.in.Fit = it.e.share
@@ -262,12 +267,58 @@ func claimUnits(want int64, fit int32) int64 {
 	return min(u, shareUnits)
 }
 
-// sharePods converts allocated units back into pods.
-func sharePods(alloc, asked, want int64, fit int32) int32 {
-	if alloc >= asked {
-		return int32(min(want, int64(fit)))
+// sharePods converts the units Share allocated back into whole pods. Rounding every claim
+// down strands room: one free pod split 3:1 is 0.75 and 0.25 of a pod, both rounding to 0,
+// and nobody would ever get it. So the room that rounding left unused is handed out again,
+// one whole pod at a time, to the claims that still want more, in Share's tie order: the
+// largest fractional part first, then the larger weight, then the smaller key. A pod of a
+// claim costs 1/fit of the room (fit: how many of its pods the room holds alone), and one is
+// handed out only while its whole cost is left, so the pods given never take more than the
+// room.
+func sharePods(claims []scaler.Claim, alloc, want []int64, fit []int32) []int32 {
+	const eps = 1e-9 // room is a sum of fractions: allow for float rounding, never a pod
+	pods := make([]int32, len(claims))
+	frac := make([]int64, len(claims))
+	left := 1.0
+	for i := range claims {
+		limit := min(want[i], int64(fit[i]))
+		n := alloc[i] * int64(fit[i]) / shareUnits
+		if alloc[i] >= claims[i].Want {
+			n = limit
+		}
+		n = min(n, limit)
+		pods[i] = int32(n)
+		frac[i] = alloc[i]*int64(fit[i]) - n*shareUnits
+		left -= float64(n) / float64(fit[i])
 	}
-	return int32(alloc * int64(fit) / shareUnits)
+	order := make([]int, len(claims))
+	for i := range order {
+		order[i] = i
+	}
+	sort.SliceStable(order, func(a, b int) bool {
+		x, y := order[a], order[b]
+		if frac[x] != frac[y] {
+			return frac[x] > frac[y]
+		}
+		if claims[x].Weight != claims[y].Weight {
+			return claims[x].Weight > claims[y].Weight
+		}
+		return claims[x].Key < claims[y].Key
+	})
+	for given := true; given; {
+		given = false
+		for _, i := range order {
+			if int64(pods[i]) >= min(want[i], int64(fit[i])) {
+				continue
+			}
+			if c := 1 / float64(fit[i]); c <= left+eps {
+				pods[i]++
+				left -= c
+				given = true
+			}
+		}
+	}
+	return pods
 }
 
 // observe updates what the planner remembers, counts decisions, and reports limit changes.
