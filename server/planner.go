@@ -485,6 +485,8 @@ func queueStatus(sel queue.Selector, err error) error {
 		return status.Errorf(codes.InvalidArgument, "%v", err)
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return status.Errorf(codes.Unavailable, "queue %s on broker %q: first read not done yet; retry", describe(sel), sel.Broker)
+	case errors.Is(err, queue.ErrStatsPending):
+		return status.Errorf(codes.Unavailable, "queue %s on broker %q: first read not done yet (the broker has no statistics for it yet: just declared, or the broker restarted); retry", describe(sel), sel.Broker)
 	case errors.Is(err, queue.ErrClosed):
 		return status.Errorf(codes.Unavailable, "server shutting down")
 	}
