@@ -34,6 +34,7 @@ func TestScenarioErrors(t *testing.T) {
 		{name: "unknown policy in run", yaml: "run: [headroom, magic]\n", want: []string{"s.yaml:11", `unknown policy "magic"`}},
 		{name: "fractional polling interval", yaml: "keda: {pollingInterval: 1500ms}\n", want: []string{"s.yaml:11", "pollingInterval 1.5s"}},
 		{name: "min above max", replace: "  requests: {cpu: 100m}\n", yaml: "  requests: {cpu: 100m}\n  minReplicas: 5\n  maxReplicas: 2\n", want: []string{"minReplicas 5", "maxReplicas 2"}},
+		{name: "negative grace period", replace: "  requests: {cpu: 100m}\n", yaml: "  requests: {cpu: 100m}\n  terminationGracePeriod: -1s\n", want: []string{"s.yaml", "terminationGracePeriod -1s"}},
 		{name: "bad behavior policy", yaml: "policies: {kedaTuned: {behavior: {scaleDown: {policies: [{type: Ratio, value: 2, periodSeconds: 15}]}}}}\n", want: []string{"s.yaml", "kedaTuned behavior", "Ratio"}},
 		{name: "bad step percent", yaml: "policies: {headroom: {policy: {stepPercent: 20}}}\n", want: []string{"s.yaml", "stepPercent 20"}},
 		{name: "cpu-hpa without a cpu request", replace: "  requests: {cpu: 100m}\n", yaml: "  requests: {memory: 1Gi}\n", want: []string{"s.yaml:10", "cpu-hpa needs workload requests.cpu"}},
