@@ -240,7 +240,8 @@ func (r *Report) writeMarkdown(file string) error {
 Waits run from a message's arrival to the start of the service that completed it. Drain max is
 the longest stretch with ready messages in the queue. Overcommit·s is the time during which at
 least one node used more memory than it has (at risk of OOM kills). Busy killed counts workers
-removed by scale-down while holding messages (the messages are requeued). θ and τ are the SPEC
+deleted by a scale-down and still holding messages when their termination grace period ended
+(the messages are requeued). θ and τ are the SPEC
 elasticity metrics against the demand d(t) = min(max, ⌈arrival rate × mean service time⌉),
 supply being the Ready workers; instability is the share of seconds in which supply and demand
 did not move in the same direction. ` + "`bound`" + ` is every worker that fits, Ready from the start: no
