@@ -76,6 +76,13 @@ type Input struct {
 	// cluster is overcommitted: then no new worker fits.
 	Fit int32
 
+	// Removable, when RemovableKnown, is how many pods the cluster would remove before any
+	// busy one: pods not running yet, and idle pods whose deletion cost is already below every
+	// busy pod's. A scale-down removes no more than that, so that a busy worker is never the
+	// next victim while the costs that protect it are still being written.
+	Removable      int32
+	RemovableKnown bool
+
 	// LastScaleUp is when the target's replica count was last raised (zero: unknown, treated
 	// as long ago). The next step waits until the pods of that step are Ready or StepTimeout
 	// has passed since this time.
@@ -202,6 +209,9 @@ func scaleDown(p Policy, in Input, d Decision) Decision {
 		want, limit = d.Current, LimitIdle
 	case in.BusyKnown && !p.AllowBusyScaleDown && in.Busy > want:
 		want, limit = min(in.Busy, d.Current), LimitBusy
+	}
+	if in.RemovableKnown && !p.AllowBusyScaleDown && d.Current-want > max(in.Removable, 0) {
+		want, limit = d.Current-max(in.Removable, 0), LimitBusy
 	}
 	if want > p.MaxReplicas {
 		want, limit = p.MaxReplicas, LimitMax

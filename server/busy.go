@@ -120,3 +120,37 @@ func ordinal(name string) (int32, bool) {
 func deletionCost(held int64) int32 {
 	return int32(min(held, math.MaxInt32))
 }
+
+// removable is how many of a Deployment's pods the ReplicaSet controller would delete before
+// any busy one, judged from the deletion costs the pods carry now (in the cache), not the
+// ones being written: pods not running (the controller deletes unscheduled, pending and
+// not-ready pods first), then idle pods whose cost is below every busy pod's. The decision
+// scales down by no more than this, so a scale-down never races the patch that protects a
+// busy worker: it waits for the patch to reach the cache, or removes fewer pods meanwhile.
+func removable(pods []WorkerPod, v busyView) int32 {
+	minBusy := int64(math.MaxInt64)
+	for _, p := range pods {
+		if p.Running && v.held[p.Name] > 0 {
+			minBusy = min(minBusy, costOf(p))
+		}
+	}
+	var n int32
+	for _, p := range pods {
+		switch {
+		case !p.Running || p.IP == "":
+			n++
+		case v.held[p.Name] > 0:
+		case costOf(p) < minBusy:
+			n++
+		}
+	}
+	return n
+}
+
+// costOf is the deletion cost the ReplicaSet controller sees on a pod: unset is 0.
+func costOf(p WorkerPod) int64 {
+	if p.DeletionCost == nil {
+		return 0
+	}
+	return int64(*p.DeletionCost)
+}

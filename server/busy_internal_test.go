@@ -144,3 +144,45 @@ func BenchmarkMapBusy(b *testing.B) {
 		}
 	}
 }
+
+func TestRemovable(t *testing.T) {
+	cost := func(c int32) *int32 { return &c }
+	pod := func(name string, c *int32) WorkerPod {
+		return WorkerPod{Name: name, IP: "10.0.0." + name, Running: true, Ready: true, DeletionCost: c}
+	}
+	held := func(names ...string) busyView {
+		v := busyView{known: true, held: map[string]int64{}}
+		for _, n := range names {
+			v.held[n] = 1
+		}
+		return v
+	}
+	for _, tc := range []struct {
+		name string
+		pods []WorkerPod
+		view busyView
+		want int32
+	}{
+		{name: "busy pods protected: every idle pod goes first",
+			pods: []WorkerPod{pod("1", cost(1)), pod("2", nil), pod("3", cost(2)), pod("4", nil)},
+			view: held("1", "3"), want: 2},
+		{name: "a busy pod's cost not written yet: no idle pod is sure to go first",
+			pods: []WorkerPod{pod("1", cost(1)), pod("2", nil), pod("3", nil), pod("4", nil)},
+			view: held("1", "3"), want: 0},
+		{name: "a stale cost on a now idle pod keeps it from the count",
+			pods: []WorkerPod{pod("1", cost(1)), pod("2", cost(1)), pod("3", nil)},
+			view: held("1"), want: 1},
+		{name: "pods not running go first whatever their cost",
+			pods: []WorkerPod{pod("1", nil), {Name: "p", Running: false}},
+			view: held("1"), want: 1},
+		{name: "nobody busy: every pod may go",
+			pods: []WorkerPod{pod("1", cost(5)), pod("2", nil)},
+			view: held(), want: 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := removable(tc.pods, tc.view); got != tc.want {
+				t.Errorf("removable = %d, want %d", got, tc.want)
+			}
+		})
+	}
+}

@@ -28,6 +28,13 @@ func (r *recordedPatches) PatchPod(_ context.Context, ns, name string, patch []b
 	return nil
 }
 
+func (r *recordedPatches) get(pod string) (string, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p, ok := r.pods[pod]
+	return p, ok
+}
+
 func (r *recordedPatches) count() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -45,11 +52,13 @@ func TestBusyHoldsScaleDown(t *testing.T) {
 		kind        string
 		peer        string // peer host of the busy consumer
 		mpr         string // messagesPerReplica
+		wantBefore  float64 // before the patched costs reach the cluster cache
 		wantValue   float64
 		wantPatched []string
 	}{
-		// 2 messages held on pod 3, 8 per worker: the queue needs 1, one worker is busy.
-		{name: "deployment: cost on the busy pod", kind: "Deployment", peer: "10.0.0.3", mpr: "8", wantValue: 1, wantPatched: []string{"w-3"}},
+		// 2 messages held on pod 3, 8 per worker: the queue needs 1, one worker is busy. Until
+		// the busy pod's cost is in the cache, no idle pod is sure to be deleted first: hold.
+		{name: "deployment: cost on the busy pod", kind: "Deployment", peer: "10.0.0.3", mpr: "8", wantBefore: 6, wantValue: 1, wantPatched: []string{"w-3"}},
 		{name: "statefulset: held up to the busy ordinal", kind: "StatefulSet", peer: "10.0.0.3", mpr: "8", wantValue: 4},
 		{name: "statefulset: lowest ordinal busy, free to shrink", kind: "StatefulSet", peer: "10.0.0.0", mpr: "8", wantValue: 1},
 		{name: "ambiguous: consumer behind a proxy", kind: "Deployment", peer: "172.20.0.9", mpr: "8", wantValue: 1},
@@ -77,18 +86,40 @@ func TestBusyHoldsScaleDown(t *testing.T) {
 			srv.Start(t.Context())
 			defer srv.Close()
 			srv.PlanNow()
-			resp, err := srv.GetMetrics(t.Context(), &pb.GetMetricsRequest{ScaledObjectRef: ref("ns", "w", md)})
-			if err != nil {
-				t.Fatal(err)
+			metric := func() float64 {
+				t.Helper()
+				resp, err := srv.GetMetrics(t.Context(), &pb.GetMetricsRequest{ScaledObjectRef: ref("ns", "w", md)})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return resp.MetricValues[0].MetricValueFloat
 			}
-			if got := resp.MetricValues[0].MetricValueFloat; got != tc.wantValue {
-				t.Errorf("GetMetrics = %v, want %v", got, tc.wantValue)
+			want := tc.wantValue
+			if tc.wantBefore != 0 {
+				want = tc.wantBefore
+			}
+			if got := metric(); got != want {
+				t.Errorf("GetMetrics before the costs are in the cache = %v, want %v", got, want)
 			}
 			deadline := time.Now().Add(5 * time.Second)
 			for rec.count() < len(tc.wantPatched) && time.Now().Before(deadline) {
 				time.Sleep(10 * time.Millisecond)
 			}
 			time.Sleep(50 * time.Millisecond) // no extra patch may follow
+			if tc.wantBefore != 0 {
+				// The patches reach the cache, as the informer would deliver them.
+				for i := range pods {
+					if _, ok := rec.get("ns/" + pods[i].Name); ok {
+						c2 := int32(2)
+						pods[i].DeletionCost = &c2
+					}
+				}
+				c.set("w", server.Workload{Current: 6, Ready: 6, Fit: 10, Kind: tc.kind, Pods: pods})
+				srv.PlanNow()
+				if got := metric(); got != tc.wantValue {
+					t.Errorf("GetMetrics once the costs are in the cache = %v, want %v", got, tc.wantValue)
+				}
+			}
 			rec.mu.Lock()
 			defer rec.mu.Unlock()
 			if len(rec.pods) != len(tc.wantPatched) {

@@ -434,6 +434,9 @@ func (s *Server) gather(ctx context.Context, e *entry, o *observation, now time.
 	}
 	e.busy = s.busyOf(cfg.Selector, w, snap)
 	in.Busy, in.BusyKnown = e.busy.floor, e.busy.known
+	if s.costs != nil && e.busy.known && w.Kind != "StatefulSet" {
+		in.Removable, in.RemovableKnown = removable(w.Pods, e.busy), true
+	}
 	return in, pol, nil
 }
 

@@ -43,6 +43,9 @@ type serveConfig struct {
 	scalerAddresses        listFlag
 	logFormat, logLevel    string
 	shutdownGrace          time.Duration
+	patchQPS               float64
+	patchBurst             int
+	noDeletionCost         bool
 }
 
 // listFlag is a repeatable flag; its environment variable holds a comma- or space-separated
@@ -78,6 +81,9 @@ func parseServe(args []string, stderr io.Writer, getenv func(string) string) (*s
 	fs.StringVar(&c.logFormat, "log-format", "json", "log format: json or text")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug (one line per decision), info, warn or error")
 	fs.DurationVar(&c.shutdownGrace, "shutdown-grace", 10*time.Second, "how long in-flight calls may take to finish at shutdown")
+	fs.Float64Var(&c.patchQPS, "patch-qps", server.DefaultPatchQPS, "client-side rate limit of pod-deletion-cost patches, per second")
+	fs.IntVar(&c.patchBurst, "patch-burst", server.DefaultPatchBurst, "burst of pod-deletion-cost patches above --patch-qps")
+	fs.BoolVar(&c.noDeletionCost, "no-deletion-cost", false, "do not annotate pods with controller.kubernetes.io/pod-deletion-cost (busy workers still hold the scale-down; the ReplicaSet controller then picks victims on its own)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), "Usage: scaler serve [flags]\n\nRuns the KEDA external scaler. Every flag can also be set by an environment variable,\nnamed after the flag: HEADROOM_ and the name upper-cased with '-' as '_' (--grpc-addr is\nHEADROOM_GRPC_ADDR); the command line wins.\n\nFlags:\n")
 		fs.VisitAll(func(f *flag.Flag) {
@@ -217,12 +223,17 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	events := &server.KubeEvents{Client: client, Logger: log}
-	srv, err := server.New(server.Options{
+	sopts := server.Options{
 		Queue: reader, Brokers: reader,
 		Cluster:    &server.Capacity{Cluster: cluster, Addresses: c.scalerAddresses},
 		Registerer: reg, Logger: log, Events: events, Version: buildVersion(),
 		Refresh: c.refresh, MaxSnapshotAge: c.maxAge,
-	})
+		PatchQPS: c.patchQPS, PatchBurst: c.patchBurst,
+	}
+	if !c.noDeletionCost {
+		sopts.Pods = server.KubePods{Client: client}
+	}
+	srv, err := server.New(sopts)
 	if err != nil {
 		return err
 	}
