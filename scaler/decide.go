@@ -209,6 +209,10 @@ func scaleDown(p Policy, in Input, d Decision) Decision {
 		want, limit = d.Current, LimitIdle
 	case in.BusyKnown && !p.AllowBusyScaleDown && in.Busy > want:
 		want, limit = min(in.Busy, d.Current), LimitBusy
+	case !in.BusyKnown && !p.AllowBusyScaleDown && min(max(in.Queue.Unacked, 0), int64(d.Current)) > int64(want):
+		// Which workers are busy is unknown (consumers could not be mapped to pods), but each
+		// unacknowledged message may be held by a different worker: keep as many.
+		want, limit = int32(min(in.Queue.Unacked, int64(d.Current))), LimitBusy
 	}
 	if in.RemovableKnown && !p.AllowBusyScaleDown && d.Current-want > max(in.Removable, 0) {
 		want, limit = d.Current-max(in.Removable, 0), LimitBusy

@@ -61,7 +61,7 @@ func TestBusyHoldsScaleDown(t *testing.T) {
 		{name: "deployment: cost on the busy pod", kind: "Deployment", peer: "10.0.0.3", mpr: "8", wantBefore: 6, wantValue: 1, wantPatched: []string{"w-3"}},
 		{name: "statefulset: held up to the busy ordinal", kind: "StatefulSet", peer: "10.0.0.3", mpr: "8", wantValue: 4},
 		{name: "statefulset: lowest ordinal busy, free to shrink", kind: "StatefulSet", peer: "10.0.0.0", mpr: "8", wantValue: 1},
-		{name: "ambiguous: consumer behind a proxy", kind: "Deployment", peer: "172.20.0.9", mpr: "8", wantValue: 1},
+		{name: "ambiguous: consumer behind a proxy: one worker kept per unacked message", kind: "Deployment", peer: "172.20.0.9", mpr: "8", wantValue: 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
