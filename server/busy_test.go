@@ -50,8 +50,8 @@ func TestBusyHoldsScaleDown(t *testing.T) {
 	for _, tc := range []struct {
 		name        string
 		kind        string
-		peer        string // peer host of the busy consumer
-		mpr         string // messagesPerReplica
+		peer        string  // peer host of the busy consumer
+		mpr         string  // messagesPerReplica
 		wantBefore  float64 // before the patched costs reach the cluster cache
 		wantValue   float64
 		wantPatched []string

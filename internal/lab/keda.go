@@ -325,7 +325,7 @@ func StartKEDA(ctx context.Context, kube *Kube, opts KEDAOptions) (k *KEDA, err 
 			default:
 			}
 		}
-		if err := httpOK(ctx, probe); err != nil {
+		if err := getOK(ctx, http.DefaultClient, probe); err != nil {
 			return fmt.Errorf("operator: %w", err)
 		}
 		return client.Discovery().RESTClient().Get().AbsPath("/apis/external.metrics.k8s.io/v1beta1").Do(ctx).Error()
@@ -478,20 +478,4 @@ func ApplyYAML(ctx context.Context, kube *Kube, data []byte) ([]*unstructured.Un
 		}
 		out = append(out, got)
 	}
-}
-
-func httpOK(ctx context.Context, url string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: %s", url, resp.Status)
-	}
-	return nil
 }

@@ -356,33 +356,12 @@ func (k *Kube) waitHealthy(ctx context.Context, p *Process, url string, timeout 
 		}
 		defer hc.CloseIdleConnections()
 	}
-	err := WaitFor(ctx, p.Name, timeout, 100*time.Millisecond, func(ctx context.Context) error {
-		select {
-		case <-p.Exited():
-			return errExited
-		default:
-		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if err != nil {
-			return err
-		}
-		resp, err := hc.Do(req)
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("%s: %s", url, resp.Status)
-		}
-		return nil
-	})
+	err := waitHTTP(ctx, p, hc, url, timeout)
 	if err != nil {
 		return fmt.Errorf("start %s: %w\n%s", p.Name, err, p.Tail(3000))
 	}
 	return nil
 }
-
-var errExited = errors.New("process exited")
 
 func (k *Kube) startAPIServer(ctx context.Context) error {
 	p, err := k.spawn("kube-apiserver", k.apiBin, k.apiArgs, nil)

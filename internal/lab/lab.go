@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -181,3 +182,34 @@ func (g *Group) Stop(grace time.Duration) {
 
 // Itoa is strconv.Itoa, for building flag lists.
 func Itoa(i int) string { return strconv.Itoa(i) }
+
+// getOK is one GET of url with hc: nil when the answer is 200 OK.
+func getOK(ctx context.Context, hc *http.Client, url string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	return nil
+}
+
+var errExited = errors.New("process exited")
+
+// waitHTTP waits until url answers 200 OK, failing at once if p exits first.
+func waitHTTP(ctx context.Context, p *Process, hc *http.Client, url string, timeout time.Duration) error {
+	return WaitFor(ctx, p.Name, timeout, 100*time.Millisecond, func(ctx context.Context) error {
+		select {
+		case <-p.Exited():
+			return errExited
+		default:
+		}
+		return getOK(ctx, hc, url)
+	})
+}

@@ -141,28 +141,8 @@ func StartPrometheus(ctx context.Context, opts PrometheusOptions) (p *Prometheus
 		return nil, err
 	}
 	client := &http.Client{Timeout: 2 * time.Second}
-	err = WaitFor(ctx, "prometheus ready", promStartTimeout, 100*time.Millisecond, func(ctx context.Context) error {
-		select {
-		case <-p.proc.Exited():
-			return fmt.Errorf("prometheus exited: %s", p.proc.Tail(2000))
-		default:
-		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.URL+"/-/ready", nil)
-		if err != nil {
-			return err
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("GET /-/ready: %s", resp.Status)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("start prometheus: %w", err)
+	if err = waitHTTP(ctx, p.proc, client, p.URL+"/-/ready", promStartTimeout); err != nil {
+		return nil, fmt.Errorf("start prometheus: %w\n%s", err, p.proc.Tail(2000))
 	}
 	return p, nil
 }
