@@ -15,9 +15,7 @@ import (
 	"testing"
 	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
@@ -104,23 +102,7 @@ func queueName(i int) string { return fmt.Sprintf("%s%04d", benchPrefix, i) }
 
 func createFleetMember(ctx context.Context, i int) error {
 	name := queueName(i)
-	zero := int32(0)
-	d := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: benchNS},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: &zero,
-			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": name}},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": name}},
-				Spec: corev1.PodSpec{Containers: []corev1.Container{{
-					Name: "w", Image: "example.invalid/w:never-pulled",
-					Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
-						corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("16Mi"),
-					}},
-				}}},
-			},
-		},
-	}
+	d := idleDeployment(benchNS, name, "10m", "16Mi")
 	if _, err := kube.AppsV1().Deployments(benchNS).Create(ctx, d, metav1.CreateOptions{}); err != nil {
 		return err
 	}

@@ -39,8 +39,15 @@ func namespace(t testing.TB) string {
 // test sees the whole cluster free) whose pods would request cpu and memory.
 func target(t testing.TB, ns, name, cpu, memory string) {
 	t.Helper()
+	if _, err := kube.AppsV1().Deployments(ns).Create(t.Context(), idleDeployment(ns, name, cpu, memory), metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create deployment %s/%s: %v", ns, name, err)
+	}
+}
+
+// idleDeployment is a Deployment at 0 replicas whose pods would request cpu and memory.
+func idleDeployment(ns, name, cpu, memory string) *appsv1.Deployment {
 	zero := int32(0)
-	d := &appsv1.Deployment{
+	return &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
 		Spec: appsv1.DeploymentSpec{
 			Replicas: &zero,
@@ -56,9 +63,6 @@ func target(t testing.TB, ns, name, cpu, memory string) {
 				}}},
 			},
 		},
-	}
-	if _, err := kube.AppsV1().Deployments(ns).Create(t.Context(), d, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("create deployment %s/%s: %v", ns, name, err)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/headroom-autoscaler/headroom/internal/lab"
+	"github.com/headroom-autoscaler/headroom/internal/lab/labtest"
 	"github.com/headroom-autoscaler/headroom/queue"
 )
 
@@ -23,7 +24,7 @@ var benchSetup struct {
 
 // benchBroker is the shared broker with benchQueues queues in vhost "bench".
 func benchBroker(b *testing.B) (*lab.RabbitMQ, []string) {
-	r := sharedBroker(b)
+	r := labtest.SharedRabbitMQ(b)
 	benchSetup.once.Do(func() {
 		ctx := context.Background()
 		for i := 0; i < benchQueues; i++ {

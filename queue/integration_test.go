@@ -114,7 +114,7 @@ func holdMessages(t *testing.T, r *lab.RabbitMQ, vhost, q, tag string, prefetch 
 }
 
 func TestDepthsWithBusyConsumer(t *testing.T) {
-	r := sharedBroker(t)
+	r := labtest.SharedRabbitMQ(t)
 	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {
 			vhost := "depth-" + m.name
@@ -163,7 +163,7 @@ func TestDepthsWithBusyConsumer(t *testing.T) {
 }
 
 func TestPatternOps(t *testing.T) {
-	r := sharedBroker(t)
+	r := labtest.SharedRabbitMQ(t)
 	vhost := "pattern"
 	setup(t, r, vhost, map[string]int{"task-a": 2, "task-b": 5, "task-c": 0, "other": 9})
 
@@ -222,7 +222,7 @@ func (c *countingTransport) wrap(rt http.RoundTripper) http.RoundTripper {
 }
 
 func TestPagination(t *testing.T) {
-	r := sharedBroker(t)
+	r := labtest.SharedRabbitMQ(t)
 	vhost := "paging"
 	setup(t, r, vhost, map[string]int{"p-00": 1})
 	var names []string
@@ -277,7 +277,7 @@ func settledStats(t *testing.T, rd *queue.Reader, want func(queue.Stats) int64) 
 }
 
 func TestMissingQueueThenDeclared(t *testing.T) {
-	r := sharedBroker(t)
+	r := labtest.SharedRabbitMQ(t)
 	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {
 			vhost := "missing-" + m.name
@@ -311,7 +311,7 @@ func TestMissingQueueThenDeclared(t *testing.T) {
 }
 
 func TestWrongCredentials(t *testing.T) {
-	r := sharedBroker(t)
+	r := labtest.SharedRabbitMQ(t)
 	const secret = "Wr0ng-s3cret!"
 	tests := []struct {
 		name  string
@@ -425,7 +425,7 @@ func TestBrokerCrashAndRecovery(t *testing.T) {
 // one refresh per interval (one request per refresh in management mode; a channel open and
 // a declare in AMQP mode).
 func TestManyReaders(t *testing.T) {
-	r := sharedBroker(t)
+	r := labtest.SharedRabbitMQ(t)
 	setup(t, r, "many", map[string]int{"q": 1})
 	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {
@@ -490,7 +490,7 @@ func TestManyReaders(t *testing.T) {
 // context's error yet registers the selector; a selector nobody reads any more stops being
 // read after InterestTTL, and then the broker sees no requests at all.
 func TestInterestLifecycle(t *testing.T) {
-	r := sharedBroker(t)
+	r := labtest.SharedRabbitMQ(t)
 	setup(t, r, "lifecycle", map[string]int{"q": 0})
 	var count countingTransport
 	rd := startReader(t, modes[0].config(r), queue.Options{Refresh: 100 * time.Millisecond, InterestTTL: 500 * time.Millisecond, WrapTransport: count.wrap})
@@ -523,7 +523,7 @@ func TestInterestLifecycle(t *testing.T) {
 // TestSeveralVHosts: selectors in two vhosts are served by one unscoped queue list, and the
 // same queue name in each vhost stays apart.
 func TestSeveralVHosts(t *testing.T) {
-	r := sharedBroker(t)
+	r := labtest.SharedRabbitMQ(t)
 	setup(t, r, "multi-a", map[string]int{"q": 1})
 	setup(t, r, "multi-b", map[string]int{"q": 2})
 	rd := startReader(t, modes[0].config(r), queue.Options{})
@@ -540,7 +540,7 @@ func TestSeveralVHosts(t *testing.T) {
 // TestUserTags: a user tagged monitoring reads queues and consumers; a user without a
 // management tag gets a clear error, not an empty queue.
 func TestUserTags(t *testing.T) {
-	r := sharedBroker(t)
+	r := labtest.SharedRabbitMQ(t)
 	setup(t, r, "tags", map[string]int{"q": 2})
 	a := r.Admin()
 	for _, u := range []struct{ name, tags string }{{"watcher", "monitoring"}, {"plain", ""}} {

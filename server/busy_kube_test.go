@@ -147,7 +147,7 @@ type busyLab struct {
 func newBusyLab(t *testing.T, ns string, nodes []string, pods func(kubernetes.Interface) server.PodPatcher, service time.Duration) *busyLab {
 	t.Helper()
 	labtest.Short(t, "Kubernetes control plane and RabbitMQ")
-	rmq := sharedBroker(t)
+	rmq := labtest.SharedRabbitMQ(t)
 	l := &busyLab{k: labtest.SharedKube(t, lab.KubeOptions{}), reg: prometheus.NewRegistry()}
 	ctx := t.Context()
 	l.kc = l.k.Client()

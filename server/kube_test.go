@@ -34,7 +34,7 @@ import (
 // could place, and a change of limiting factor must leave an Event on the ScaledObject.
 func TestRealClusterAndBroker(t *testing.T) {
 	labtest.Short(t, "Kubernetes control plane")
-	rmq := sharedBroker(t)
+	rmq := labtest.SharedRabbitMQ(t)
 	k := labtest.SharedKube(t, lab.KubeOptions{})
 	ctx := t.Context()
 	const ns = "srv"

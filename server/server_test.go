@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/headroom-autoscaler/headroom/internal/lab"
+	"github.com/headroom-autoscaler/headroom/internal/lab/labtest"
 	pb "github.com/headroom-autoscaler/headroom/proto"
 	"github.com/headroom-autoscaler/headroom/queue"
 	"github.com/headroom-autoscaler/headroom/server"
@@ -43,7 +44,7 @@ type envOptions struct {
 
 func newEnv(t *testing.T, o envOptions) *env {
 	t.Helper()
-	rmq := sharedBroker(t)
+	rmq := labtest.SharedRabbitMQ(t)
 	e := &env{cluster: newFakeCluster(), broker: rmq, reg: prometheus.NewRegistry()}
 	brokers := append([]queue.BrokerConfig{{Name: "main", URL: rmq.ManagementURL(), Username: "guest", Password: "guest"}}, o.extraBrokers...)
 	reader, err := queue.NewReader(brokers, queue.Options{Refresh: testRefresh, Timeout: time.Second})

@@ -3,6 +3,7 @@ package labtest
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"sync"
 	"testing"
 	"time"
@@ -62,8 +63,10 @@ func SharedKube(t testing.TB, opts lab.KubeOptions) *lab.Kube {
 	return s.kube
 }
 
-// StopShared stops every control plane SharedKube started.
+// StopShared stops every control plane SharedKube started and the broker SharedRabbitMQ
+// started.
 func StopShared() {
+	stopSharedRabbitMQ()
 	sharedMu.Lock()
 	defer sharedMu.Unlock()
 	for o, s := range shared {
@@ -82,10 +85,12 @@ type M struct{ m *testing.M }
 // Main wraps m; see M.
 func Main(m *testing.M) M { return M{m: m} }
 
-// Run runs the tests and stops the shared components.
+// Run runs the tests and stops the shared components. It also closes the idle connections
+// of http.DefaultTransport, which the broker's admin helper uses: they are not leaks.
 func (m M) Run() int {
 	code := m.m.Run()
 	StopShared()
+	http.DefaultTransport.(*http.Transport).CloseIdleConnections()
 	return code
 }
 
