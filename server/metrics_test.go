@@ -37,7 +37,7 @@ func fixedState(t *testing.T) (*server.Server, *prometheus.Registry) {
 	c := newFakeCluster()
 	var loaders []server.WorkerPod
 	for i := range 4 {
-		loaders = append(loaders, server.WorkerPod{Name: fmt.Sprintf("loader-%d", i), IP: fmt.Sprintf("10.0.0.%d", i+1), Running: true, Ready: true})
+		loaders = append(loaders, server.WorkerPod{Name: fmt.Sprintf("loader-%d", i), IP: fmt.Sprintf("10.0.0.%d", i+1), Node: "node-a", Running: true, Ready: true})
 	}
 	c.add("shop", "loader", server.Workload{Current: 4, Ready: 4, Fit: 2, Kind: "Deployment", Pods: loaders}, map[string]string{"queue": "loads"})
 	c.add("shop", "worker", server.Workload{Current: 40, Ready: 40, Fit: 9}, map[string]string{"queue": "jobs"})

@@ -174,7 +174,11 @@ func (p *planner) pass(now time.Time) {
 		pol  scaler.Policy
 		want int64 // more pods wanted, with unlimited room
 	}
-	var items []*item
+	// waiting: triggers whose queue has not been read yet (new ones). They claim room at
+	// their first reading; until then each reserves its weighted part of the room, so that the
+	// others do not take the room it is about to ask for and, a pass later, overfill the nodes
+	// together with it.
+	var items, waiting []*item
 	for _, so := range sos {
 		for _, md := range so.Triggers {
 			cfg, canon, err := p.s.configs.get(md)
@@ -190,8 +194,11 @@ func (p *planner) pass(now time.Time) {
 			}
 			it := &item{key: k, e: e}
 			it.in, it.pol, e.err = p.s.gather(noWait, e, p.obs[k], now)
-			if e.err == nil {
+			switch {
+			case e.err == nil:
 				items = append(items, it)
+			case e.firstRead:
+				waiting = append(waiting, it)
 			}
 		}
 	}
@@ -214,13 +221,31 @@ func (p *planner) pass(now time.Time) {
 			Want:   claimUnits(it.want, it.e.workload.Fit),
 		})
 	}
-	alloc := scaler.Share(shareUnits, claims)
+	if len(claimants) > 0 {
+		for _, it := range waiting {
+			claims = append(claims, scaler.Claim{
+				Key:    it.key.namespace + "/" + it.key.name + "/" + it.key.canon,
+				Weight: it.e.cfg.Weight,
+				Want:   shareUnits,
+			})
+		}
+	}
+	served := make([]Workload, len(items))
+	for i, it := range items {
+		served[i] = it.e.workload
+	}
+	room := unplacedRoom(served)
+	alloc := scaler.Share(int64(room*shareUnits), claims)
+	for _, a := range alloc[len(claimants):] {
+		room -= float64(a) / shareUnits
+	}
 	wants := make([]int64, len(claimants))
 	fits := make([]int32, len(claimants))
 	for i, it := range claimants {
 		wants[i], fits[i] = it.want, it.e.workload.Fit
 	}
-	for i, pods := range sharePods(claims, alloc, wants, fits) {
+	n := len(claimants)
+	for i, pods := range sharePods(claims[:n], alloc[:n], wants, fits, room) {
 		claimants[i].e.share = pods
 	}
 	for _, it := range items {
@@ -257,6 +282,32 @@ func planCosts[T any](items []T, of func(T) (string, Workload, busyView)) []podC
 	return out
 }
 
+// unplacedRoom is the fraction of the free room left once the served targets' pods that
+// exist on paper but are not bound to a node yet are counted: a target whose last answer was
+// applied a moment ago has spec replicas (or pods) the scheduler has not placed, which no
+// node's requests include, so Fit does not see them. Without this, two targets answered a
+// pass apart both get the same room, and together overfill it. Pending-unschedulable pods
+// take no room: they do not fit. The pods of a target whose Fit was f while u of them were
+// unplaced are counted at u/(f+u) of the room.
+func unplacedRoom(ws []Workload) float64 {
+	room := 1.0
+	for _, w := range ws {
+		if w.Pods == nil {
+			continue
+		}
+		bound := int32(0)
+		for _, p := range w.Pods {
+			if p.Node != "" {
+				bound++
+			}
+		}
+		if u := w.Current - bound - w.Pending; u > 0 {
+			room -= float64(u) / float64(max(w.Fit, 0)+u)
+		}
+	}
+	return max(room, 0)
+}
+
 // claimUnits converts "want more pods, of which fit would fit alone" into shared units: the
 // fraction of the cluster's free room the claim takes, in units of 1/shareUnits. Targets
 // with different footprints thus compete for the same fractions of the room: a target whose
@@ -273,13 +324,14 @@ func claimUnits(want int64, fit int32) int64 {
 // one whole pod at a time, to the claims that still want more, in Share's tie order: the
 // largest fractional part first, then the larger weight, then the smaller key. A pod of a
 // claim costs 1/fit of the room (fit: how many of its pods the room holds alone), and one is
-// handed out only while its whole cost is left, so the pods given never take more than the
-// room.
-func sharePods(claims []scaler.Claim, alloc, want []int64, fit []int32) []int32 {
+// handed out only while its whole cost is left, so the pods given never take more than
+// room (the fraction of the free room these claims share: 1 less what waiting triggers
+// reserve).
+func sharePods(claims []scaler.Claim, alloc, want []int64, fit []int32, room float64) []int32 {
 	const eps = 1e-9 // room is a sum of fractions: allow for float rounding, never a pod
 	pods := make([]int32, len(claims))
 	frac := make([]int64, len(claims))
-	left := 1.0
+	left := room
 	for i := range claims {
 		limit := min(want[i], int64(fit[i]))
 		n := alloc[i] * int64(fit[i]) / shareUnits

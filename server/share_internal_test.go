@@ -15,7 +15,7 @@ func shareFor(ws []float64, want []int64, fit []int32) []int32 {
 	for i := range ws {
 		claims[i] = scaler.Claim{Key: fmt.Sprint(i), Weight: ws[i], Want: claimUnits(want[i], fit[i])}
 	}
-	return sharePods(claims, scaler.Share(shareUnits, claims), want, fit)
+	return sharePods(claims, scaler.Share(shareUnits, claims), want, fit, 1)
 }
 
 func TestSharePods(t *testing.T) {
@@ -71,5 +71,34 @@ func TestSharePodsNeverOverfills(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+func TestUnplacedRoom(t *testing.T) {
+	placed := func(n int, node string) []WorkerPod {
+		ps := make([]WorkerPod, n)
+		for i := range ps {
+			ps[i] = WorkerPod{Name: fmt.Sprint(i), Node: node}
+		}
+		return ps
+	}
+	tests := []struct {
+		name string
+		ws   []Workload
+		want float64
+	}{
+		{name: "every pod placed", ws: []Workload{{Current: 3, Fit: 6, Pods: placed(3, "n")}}, want: 1},
+		{name: "replicas without pods yet take their part", ws: []Workload{{Current: 4, Fit: 6, Pods: placed(1, "n")}}, want: 1 - 3.0/9},
+		{name: "pods not bound yet take their part", ws: []Workload{{Current: 2, Fit: 2, Pods: append(placed(1, "n"), WorkerPod{Name: "x"})}}, want: 1 - 1.0/3},
+		{name: "unschedulable pods take nothing", ws: []Workload{{Current: 3, Pending: 2, Fit: 0, Pods: append(placed(1, "n"), placed(2, "")...)}}, want: 1},
+		{name: "pods not listed: nothing known", ws: []Workload{{Current: 3, Fit: 6}}, want: 1},
+		{name: "never below zero", ws: []Workload{{Current: 9, Fit: 0, Pods: placed(0, "")}}, want: 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := unplacedRoom(tc.ws); got < tc.want-1e-9 || got > tc.want+1e-9 {
+				t.Errorf("unplacedRoom = %v, want %v", got, tc.want)
+			}
+		})
 	}
 }
