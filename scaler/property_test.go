@@ -148,58 +148,81 @@ func TestShareProperties(t *testing.T) {
 		{{Key: "a", Weight: 1, Want: 10}, {Key: "b", Weight: 1, Want: 10}},
 		{{Key: "a", Weight: 3, Want: 100}, {Key: "b", Weight: 1, Want: 100}, {Key: "c", Weight: 0, Want: 2}},
 		{{Key: "x", Weight: 0.7, Want: 5}, {Key: "y", Weight: 2.2, Want: 50}, {Key: "z", Weight: 1, Want: 0}, {Key: "w", Weight: 1, Want: -4}},
+		{{Key: "a", Weight: 3, Held: 1, Want: 19}, {Key: "b", Weight: 1, Held: 3, Want: 17}},
+		{{Key: "a", Weight: 1, Held: 40, Want: 60}, {Key: "b", Weight: 2, Held: 7, Want: 9}, {Key: "c", Weight: 0.5, Held: 0, Want: 200}},
 	}
-	for ci, claims := range cases {
+	for _, claims := range cases {
 		for free := int64(-1); free < 130; free++ {
-			got := Share(free, claims)
-			var sum int64
-			for i, g := range got {
-				if g < 0 || g > max(claims[i].Want, 0) {
-					t.Fatalf("case %d free %d: claim %s got %d of want %d", ci, free, claims[i].Key, g, claims[i].Want)
-				}
-				sum += g
+			checkShare(t, free, claims)
+		}
+	}
+}
+
+// checkShare checks Share's contract on one input: bounds, work conservation, max-min
+// fairness over what the claims hold and get, and independence from the claims' order.
+func checkShare(t *testing.T, free int64, claims []Claim) {
+	t.Helper()
+	got := Share(free, claims)
+	var sum, want int64
+	for i, g := range got {
+		if g < 0 || g > max(claims[i].Want, 0) {
+			t.Fatalf("free %d %+v: claim %s got %d of want %d", free, claims, claims[i].Key, g, claims[i].Want)
+		}
+		sum += g
+		want += max(claims[i].Want, 0)
+	}
+	// Work-conserving, and never more than the room: room is left only when every claim is
+	// served.
+	if sum != min(max(free, 0), want) {
+		t.Fatalf("free %d %+v: allocated %d, want %d", free, claims, sum, min(max(free, 0), want))
+	}
+	// Fair: no unit could move from a claim j that got some to a claim i that still wants
+	// more and, with that unit, would still be below j in room per weight. One unit of slack
+	// for the rounding of both.
+	weight := func(c Claim) float64 {
+		if c.Weight > 0 {
+			return c.Weight
+		}
+		return 1
+	}
+	for i, ci := range claims {
+		if got[i] >= max(ci.Want, 0) {
+			continue
+		}
+		for j, cj := range claims {
+			if got[j] == 0 {
+				continue
 			}
-			if sum > max(free, 0) {
-				t.Fatalf("case %d free %d: allocated %d", ci, free, sum)
+			hi := float64(max(ci.Held, 0)+got[i]+1) / weight(ci)
+			hj := float64(max(cj.Held, 0)+got[j]-1) / weight(cj)
+			if hi < hj-1/weight(ci)-1/weight(cj)-1e-9 {
+				t.Fatalf("free %d %+v: got %v; %s (%.2f per weight with one more) is below %s (%.2f with one less)",
+					free, claims, got, ci.Key, hi, cj.Key, hj)
 			}
-			// Work-conserving: room left only when every claim is served.
-			var want int64
-			for _, c := range claims {
-				want += max(c.Want, 0)
-			}
-			if sum < min(max(free, 0), want) {
-				t.Fatalf("case %d free %d: allocated %d of %d with claims unserved", ci, free, sum, min(free, want))
-			}
-			// Deterministic and independent of claim order.
-			rev := make([]Claim, len(claims))
-			for i := range claims {
-				rev[len(claims)-1-i] = claims[i]
-			}
-			got2 := Share(free, rev)
-			for i := range claims {
-				if got[i] != got2[len(claims)-1-i] {
-					t.Fatalf("case %d free %d: order changed the result: %v vs reversed %v", ci, free, got, got2)
-				}
-			}
+		}
+	}
+	// Deterministic and independent of claim order.
+	rev := make([]Claim, len(claims))
+	for i := range claims {
+		rev[len(claims)-1-i] = claims[i]
+	}
+	got2 := Share(free, rev)
+	for i := range claims {
+		if got[i] != got2[len(claims)-1-i] {
+			t.Fatalf("free %d %+v: order changed the result: %v vs reversed %v", free, claims, got, got2)
 		}
 	}
 }
 
 func FuzzShare(f *testing.F) {
-	f.Add(int64(10), int64(4), int64(9), int64(1), uint8(1), uint8(2), uint8(3))
-	f.Fuzz(func(t *testing.T, free, a, b, c int64, wa, wb, wc uint8) {
-		claims := []Claim{{Key: "a", Weight: float64(wa), Want: a % 1e9}, {Key: "b", Weight: float64(wb) / 3, Want: b % 1e9}, {Key: "c", Weight: float64(wc), Want: c % 1e9}}
-		free %= 1e9
-		got := Share(free, claims)
-		var sum int64
-		for i, g := range got {
-			if g < 0 || g > max(claims[i].Want, 0) {
-				t.Fatalf("claim %d got %d of %d", i, g, claims[i].Want)
-			}
-			sum += g
+	f.Add(int64(10), int64(4), int64(9), int64(1), uint8(1), uint8(2), uint8(3), int64(0), int64(5), int64(0))
+	f.Add(int64(4), int64(19), int64(17), int64(0), uint8(3), uint8(3), uint8(0), int64(1), int64(3), int64(0))
+	f.Fuzz(func(t *testing.T, free, a, b, c int64, wa, wb, wc uint8, ha, hb, hc int64) {
+		claims := []Claim{
+			{Key: "a", Weight: float64(wa), Held: ha % 1e9, Want: a % 1e9},
+			{Key: "b", Weight: float64(wb) / 3, Held: hb % 1e9, Want: b % 1e9},
+			{Key: "c", Weight: float64(wc), Held: hc % 1e9, Want: c % 1e9},
 		}
-		if sum > max(free, 0) {
-			t.Fatalf("over-allocated: %d of %d", sum, free)
-		}
+		checkShare(t, free%1e9, claims)
 	})
 }

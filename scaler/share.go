@@ -9,92 +9,123 @@ import (
 type Claim struct {
 	Key    string  // a stable, unique name (namespace/name); breaks ties
 	Weight float64 // relative weight; a non-positive or NaN weight counts as 1
-	Want   int64   // how much room it asks for, in the caller's unit; ≤ 0 asks for nothing
+	// Held is the room the claim already runs on, in the same unit: it counts towards the
+	// claim's part, but is never taken away. ≤ 0 holds nothing.
+	Held int64
+	Want int64 // how much more room it asks for; ≤ 0 asks for nothing
 }
 
-// Share splits free units of room among claims by weight (weighted max-min fairness): every
-// claim gets room in proportion to its weight, a claim that asks for less than its proportion
-// gets exactly what it asked for, and what it leaves is shared again among the others.
+// Share splits free units of room among claims by weight (weighted max-min fairness over
+// what the claims hold and get): the room each claim ends up with, Held plus its allocation,
+// is in proportion to its weight, except that a claim that asks for less gets exactly what it
+// asked for, and a claim that already holds more than its part gets nothing (nothing is taken
+// back from it). What those leave is shared again among the others. So the order in which
+// claims arrived does not decide the split: a claim that came first and took room keeps it,
+// and the room that frees up or is left goes to the claims below their part first.
+//
 // Indivisible remainders go to the largest fractional parts, ties to the larger weight, then
 // the smaller Key. It returns one allocation per claim, in order, with
 //
-//	Σ alloc ≤ max(free, 0),  0 ≤ alloc[i] ≤ max(Want[i], 0),
+//	Σ alloc = min(max(free, 0), Σ max(Want[i], 0)),  0 ≤ alloc[i] ≤ max(Want[i], 0),
 //
 // and the result does not depend on the order of claims with distinct keys.
 func Share(free int64, claims []Claim) []int64 {
 	alloc := make([]int64, len(claims))
-	remaining := max(free, 0)
-	active := make([]int, 0, len(claims))
+	free = max(free, 0)
+	type part struct {
+		i          int
+		w, h, r, a float64
+		rest       int64
+	}
+	var parts []part
+	var wanted int64
 	for i, c := range claims {
-		if c.Want > 0 {
-			active = append(active, i)
+		if c.Want <= 0 {
+			continue
 		}
+		rest := min(c.Want, free) // nobody can get more than the room
+		wanted += rest
+		w := c.Weight
+		if !(w > 0) || math.IsInf(w, 0) {
+			w = 1
+		}
+		parts = append(parts, part{i: i, w: w, h: float64(max(c.Held, 0)), r: float64(rest), rest: rest})
+	}
+	if free == 0 || len(parts) == 0 {
+		return alloc
+	}
+	if wanted <= free {
+		for _, p := range parts {
+			alloc[p.i] = p.rest
+		}
+		return alloc
 	}
 	// Work in key order so that floating-point sums, and so the result, do not depend on the
 	// order of the claims.
-	sort.SliceStable(active, func(a, b int) bool { return claims[active[a]].Key < claims[active[b]].Key })
-	w := func(i int) float64 {
-		if x := claims[i].Weight; x > 0 && !math.IsInf(x, 0) {
-			return x
+	sort.Slice(parts, func(a, b int) bool { return claims[parts[a].i].Key < claims[parts[b].i].Key })
+
+	// The water level λ: claim i ends up with clamp(λ·w, held, held+rest), and the totals
+	// add up to free + Σ held. The sum is piecewise linear and non-decreasing in λ, with
+	// corners where a claim starts or stops rising; find the segment that reaches the target
+	// and interpolate.
+	total := func(p part, level float64) float64 { return min(max(level*p.w, p.h), p.h+p.r) }
+	sum := func(level float64) float64 {
+		var s float64
+		for _, p := range parts {
+			s += total(p, level)
 		}
-		return 1
+		return s
 	}
-	for remaining > 0 && len(active) > 0 {
-		var total float64
-		for _, i := range active {
-			total += w(i)
+	target := float64(free)
+	corners := make([]float64, 0, 2*len(parts))
+	for _, p := range parts {
+		target += p.h
+		corners = append(corners, p.h/p.w, (p.h+p.r)/p.w)
+	}
+	sort.Float64s(corners)
+	level := corners[len(corners)-1]
+	lo, slo := corners[0], sum(corners[0])
+	for _, c := range corners[1:] {
+		sc := sum(c)
+		if sc >= target {
+			level = c
+			if sc > slo {
+				level = lo + (c-lo)*(target-slo)/(sc-slo)
+			}
+			break
 		}
-		// Claims that ask for no more than their fair part are served in full; the rest is
-		// shared again.
-		next := active[:0:0]
-		served := false
-		for _, i := range active {
-			fair := float64(remaining) * w(i) / total
-			if rest := claims[i].Want - alloc[i]; float64(rest) <= fair {
-				alloc[i] += rest
-				served = true
-			} else {
-				next = append(next, i)
+		lo, slo = c, sc
+	}
+
+	// Whole units: floors, then what is left to the largest fractional parts.
+	left := free
+	for k := range parts {
+		p := &parts[k]
+		p.a = total(*p, level) - p.h
+		n := min(int64(math.Floor(p.a)), p.rest)
+		alloc[p.i] = n
+		left -= n
+		p.a -= float64(n)
+	}
+	sort.SliceStable(parts, func(a, b int) bool {
+		x, y := parts[a], parts[b]
+		if x.a != y.a {
+			return x.a > y.a
+		}
+		if x.w != y.w {
+			return x.w > y.w
+		}
+		return claims[x.i].Key < claims[y.i].Key
+	})
+	for given := true; left > 0 && given; {
+		given = false
+		for _, p := range parts {
+			if left > 0 && alloc[p.i] < p.rest {
+				alloc[p.i]++
+				left--
+				given = true
 			}
 		}
-		if served {
-			remaining = max(free, 0)
-			for _, a := range alloc {
-				remaining -= a
-			}
-			active = next
-			continue
-		}
-		// Everyone wants more than its part: floors, then the remainder by largest fraction.
-		type frac struct {
-			i int
-			f float64
-		}
-		fr := make([]frac, len(active))
-		given := int64(0)
-		for k, i := range active {
-			fair := float64(remaining) * w(i) / total
-			fl := int64(math.Floor(fair))
-			alloc[i] += fl
-			given += fl
-			fr[k] = frac{i, fair - float64(fl)}
-		}
-		left := remaining - given
-		sort.Slice(fr, func(a, b int) bool {
-			fa, fb := fr[a], fr[b]
-			if fa.f != fb.f {
-				return fa.f > fb.f
-			}
-			if w(fa.i) != w(fb.i) {
-				return w(fa.i) > w(fb.i)
-			}
-			return claims[fa.i].Key < claims[fb.i].Key
-		})
-		for k := 0; k < len(fr) && left > 0; k++ {
-			alloc[fr[k].i]++
-			left--
-		}
-		break
 	}
 	return alloc
 }

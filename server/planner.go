@@ -218,6 +218,7 @@ func (p *planner) pass(now time.Time) {
 		claims = append(claims, scaler.Claim{
 			Key:    it.key.namespace + "/" + it.key.name + "/" + it.key.canon,
 			Weight: it.e.cfg.Weight,
+			Held:   heldUnits(it.in.Current-it.in.Pending, it.e.workload.Fit),
 			Want:   claimUnits(it.want, it.e.workload.Fit),
 		})
 	}
@@ -316,6 +317,19 @@ func unplacedRoom(ws []Workload) float64 {
 func claimUnits(want int64, fit int32) int64 {
 	u := (want*shareUnits + int64(fit) - 1) / int64(fit)
 	return min(u, shareUnits)
+}
+
+// heldUnits is the room, in shared units, that a claim's pods already take: pods that are
+// placed or about to be (Pending-unschedulable ones take none), each costing 1/fit of the
+// free room like the pods it asks for. Share counts it towards the claim's part, so the
+// split does not depend on which target happened to be answered first, and takes none of it
+// back: a target above its part gets no more until the others catch up, and none of its
+// workers is stopped for it.
+func heldUnits(pods, fit int32) int64 {
+	if pods <= 0 || fit <= 0 {
+		return 0
+	}
+	return int64(pods) * shareUnits / int64(fit)
 }
 
 // sharePods converts the units Share allocated back into whole pods. Rounding every claim

@@ -226,24 +226,32 @@ func TestShareSplitsRoom(t *testing.T) {
 	tests := []struct {
 		name             string
 		weightA, weightB string
+		curA, curB       int32 // pods each runs already
 		fitA, fitB       int32 // how many more of each fit alone
 		wantA, wantB     float64
 	}{
-		// The same 4 slots, split 3:1.
-		{name: "weights", weightA: "3", weightB: "1", fitA: 4, fitB: 4, wantA: 2 + 3, wantB: 2 + 1},
-		{name: "equal weights", weightA: "1", weightB: "1", fitA: 4, fitB: 4, wantA: 2 + 2, wantB: 2 + 2},
-		// b's workers are 4 times larger: half the room is 4 of a's or 1 of b's.
-		{name: "different footprints", weightA: "1", weightB: "1", fitA: 8, fitB: 2, wantA: 2 + 4, wantB: 2 + 1},
+		// 2 + 2 running and 4 free slots: 8 in all, split 3:1.
+		{name: "weights", weightA: "3", weightB: "1", curA: 2, curB: 2, fitA: 4, fitB: 4, wantA: 6, wantB: 2},
+		{name: "equal weights", weightA: "1", weightB: "1", curA: 2, curB: 2, fitA: 4, fitB: 4, wantA: 4, wantB: 4},
+		// b came first and runs 3: all 4 free slots go to a (its part of 8 is 6), and none of
+		// b's pods is taken back.
+		{name: "the first keeps what it runs", weightA: "3", weightB: "1", curA: 1, curB: 3, fitA: 4, fitB: 4, wantA: 5, wantB: 3},
+		{name: "above its part gets nothing", weightA: "1", weightB: "1", curA: 0, curB: 6, fitA: 4, fitB: 4, wantA: 4, wantB: 6},
+		// b's workers are 4 times larger: the free room is 8 of a's or 2 of b's, and b's 2
+		// running pods already take as much as all of it. The equal part of the whole (8 + 2 +
+		// 8 a-pods' worth) is 9 a-pods' worth each: a gets 7, and the eighth slot, which b
+		// could not use, too.
+		{name: "different footprints", weightA: "1", weightB: "1", curA: 2, curB: 2, fitA: 8, fitB: 2, wantA: 2 + 8, wantB: 2},
 		// Room for everything wanted: no one is cut.
-		{name: "enough room", weightA: "1", weightB: "1", fitA: 40, fitB: 40, wantA: 20, wantB: 20},
+		{name: "enough room", weightA: "1", weightB: "1", curA: 2, curB: 2, fitA: 40, fitB: 40, wantA: 20, wantB: 20},
 	}
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			ns := fmt.Sprintf("share-%d", i)
 			mda := map[string]string{"queue": qa, "stepPods": "100", "weight": tc.weightA}
 			mdb := map[string]string{"queue": qb, "stepPods": "100", "weight": tc.weightB}
-			e.cluster.add(ns, ns+"-a", server.Workload{Current: 2, Ready: 2, Fit: tc.fitA}, mda)
-			e.cluster.add(ns, ns+"-b", server.Workload{Current: 2, Ready: 2, Fit: tc.fitB}, mdb)
+			e.cluster.add(ns, ns+"-a", server.Workload{Current: tc.curA, Ready: tc.curA, Fit: tc.fitA}, mda)
+			e.cluster.add(ns, ns+"-b", server.Workload{Current: tc.curB, Ready: tc.curB, Fit: tc.fitB}, mdb)
 			defer e.cluster.remove(ns)
 			var a, b float64
 			var errA, errB error
