@@ -34,6 +34,10 @@ type entry struct {
 	// firstRead marks an err that only says the queue has not been read yet (a new trigger):
 	// not an observation worth counting or reporting.
 	firstRead bool
+	// unread: the queue has no depths yet, because it was not read yet or because the broker
+	// lists it without statistics (just declared, or the broker restarted). Both pass within
+	// a refresh or two; until then the trigger reserves its part of the room.
+	unread bool
 
 	dec      scaler.Decision
 	snap     queue.Snapshot
@@ -174,10 +178,10 @@ func (p *planner) pass(now time.Time) {
 		pol  scaler.Policy
 		want int64 // more pods wanted, with unlimited room
 	}
-	// waiting: triggers whose queue has not been read yet (new ones). They claim room at
+	// waiting: triggers whose queue has no depths yet (entry.unread). They claim room at
 	// their first reading; until then each reserves its weighted part of the room, so that the
 	// others do not take the room it is about to ask for and, a pass later, overfill the nodes
-	// together with it.
+	// together with it, or keep it.
 	var items, waiting []*item
 	for _, so := range sos {
 		for _, md := range so.Triggers {
@@ -197,7 +201,7 @@ func (p *planner) pass(now time.Time) {
 			switch {
 			case e.err == nil:
 				items = append(items, it)
-			case e.firstRead:
+			case e.unread:
 				waiting = append(waiting, it)
 			}
 		}
@@ -224,9 +228,11 @@ func (p *planner) pass(now time.Time) {
 	}
 	if len(claimants) > 0 {
 		for _, it := range waiting {
+			w := it.e.workload
 			claims = append(claims, scaler.Claim{
 				Key:    it.key.namespace + "/" + it.key.name + "/" + it.key.canon,
 				Weight: it.e.cfg.Weight,
+				Held:   heldUnits(w.Current-w.Pending, w.Fit),
 				Want:   shareUnits,
 			})
 		}
@@ -480,6 +486,7 @@ func (s *Server) gather(ctx context.Context, e *entry, o *observation, now time.
 	snap, err := s.opts.Queue.Snapshot(ctx, cfg.Selector)
 	if err != nil {
 		e.firstRead = errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+		e.unread = e.firstRead || errors.Is(err, queue.ErrStatsPending)
 		return scaler.Input{}, pol, queueStatus(cfg.Selector, err)
 	}
 	e.snap = snap
