@@ -292,10 +292,11 @@ func planCosts[T any](items []T, of func(T) (string, Workload, busyView)) []podC
 // unplacedRoom is the fraction of the free room left once the served targets' pods that
 // exist on paper but are not bound to a node yet are counted: a target whose last answer was
 // applied a moment ago has spec replicas (or pods) the scheduler has not placed, which no
-// node's requests include, so Fit does not see them. Without this, two targets answered a
-// pass apart both get the same room, and together overfill it. Pending-unschedulable pods
-// take no room: they do not fit. The pods of a target whose Fit was f while u of them were
-// unplaced are counted at u/(f+u) of the room.
+// node's requests include, so Fit still counts their room as free. Without this, two targets
+// answered a pass apart both get the same room, and together overfill it. Each unplaced pod
+// of a target that fits f more takes 1/f of the room (all of it when f is 0: its pods are
+// about to take whatever is left, or to turn Pending-unschedulable). Pending-unschedulable
+// pods take no room: they do not fit.
 func unplacedRoom(ws []Workload) float64 {
 	room := 1.0
 	for _, w := range ws {
@@ -309,7 +310,10 @@ func unplacedRoom(ws []Workload) float64 {
 			}
 		}
 		if u := w.Current - bound - w.Pending; u > 0 {
-			room -= float64(u) / float64(max(w.Fit, 0)+u)
+			if w.Fit <= 0 {
+				return 0
+			}
+			room -= float64(u) / float64(w.Fit)
 		}
 	}
 	return max(room, 0)

@@ -88,8 +88,14 @@ func TestUnplacedRoom(t *testing.T) {
 		want float64
 	}{
 		{name: "every pod placed", ws: []Workload{{Current: 3, Fit: 6, Pods: placed(3, "n")}}, want: 1},
-		{name: "replicas without pods yet take their part", ws: []Workload{{Current: 4, Fit: 6, Pods: placed(1, "n")}}, want: 1 - 3.0/9},
-		{name: "pods not bound yet take their part", ws: []Workload{{Current: 2, Fit: 2, Pods: append(placed(1, "n"), WorkerPod{Name: "x"})}}, want: 1 - 1.0/3},
+		// Fit does not see pods that are not bound: 3 of the 6 that fit are already coming.
+		{name: "replicas without pods yet take their part", ws: []Workload{{Current: 4, Fit: 6, Pods: placed(1, "n")}}, want: 1 - 3.0/6},
+		{name: "pods not bound yet take their part", ws: []Workload{{Current: 2, Fit: 2, Pods: append(placed(1, "n"), WorkerPod{Name: "x"})}}, want: 1 - 1.0/2},
+		{name: "two targets' unplaced pods add up", ws: []Workload{
+			{Current: 6, Fit: 5, Pods: placed(2, "n")},
+			{Current: 2, Fit: 10, Pods: placed(1, "n")},
+		}, want: 1 - 4.0/5 - 1.0/10},
+		{name: "unplaced pods where nothing more fits take all", ws: []Workload{{Current: 3, Fit: 0, Pods: placed(2, "n")}, {Current: 1, Fit: 9, Pods: placed(1, "n")}}, want: 0},
 		{name: "unschedulable pods take nothing", ws: []Workload{{Current: 3, Pending: 2, Fit: 0, Pods: append(placed(1, "n"), placed(2, "")...)}}, want: 1},
 		{name: "pods not listed: nothing known", ws: []Workload{{Current: 3, Fit: 6}}, want: 1},
 		{name: "never below zero", ws: []Workload{{Current: 9, Fit: 0, Pods: placed(0, "")}}, want: 0},
