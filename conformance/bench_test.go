@@ -8,7 +8,10 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -262,23 +265,35 @@ func runRounds(b *testing.B, ps []poller, scalerSide bool) {
 	if _, _, err := round(ctx, ps); err != nil {
 		b.Fatal(err)
 	}
+	measure(b, scalerSide, func() (int, time.Duration, []time.Duration) {
+		var all []time.Duration
+		var walls time.Duration
+		for i := 0; i < b.N; i++ {
+			wall, lat, err := round(ctx, ps)
+			if err != nil {
+				b.Fatal(err)
+			}
+			walls += wall
+			all = append(all, lat...)
+		}
+		return b.N, walls, all
+	})
+}
+
+// measure runs load, which polls whole rounds and returns how many rounds ran while it
+// held the timer, the wall time of the rounds it reports, and those rounds' call latencies,
+// and reports them with the broker's CPU and connections and, for the scaler, its broker
+// requests over the same time.
+func measure(b *testing.B, scalerSide bool, load func() (rounds int, walls time.Duration, lat []time.Duration)) {
+	ctx := context.Background()
 	cpu0, err := brokerCPU(ctx)
 	if err != nil {
 		b.Fatal(err)
 	}
 	req0, _ := scalerBrokerRequests(ctx)
-	var all []time.Duration
-	var walls time.Duration
 	b.ResetTimer()
 	start := time.Now()
-	for i := 0; i < b.N; i++ {
-		wall, lat, err := round(ctx, ps)
-		if err != nil {
-			b.Fatal(err)
-		}
-		walls += wall
-		all = append(all, lat...)
-	}
+	rounds, walls, all := load()
 	elapsed := time.Since(start)
 	b.StopTimer()
 	cpu1, err := brokerCPU(ctx)
@@ -289,12 +304,16 @@ func runRounds(b *testing.B, ps []poller, scalerSide bool) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	if len(all) == 0 {
+		b.Fatal("no calls measured")
+	}
 	slices.Sort(all)
 	pct := func(p float64) float64 { return float64(all[int(p*float64(len(all)-1))].Microseconds()) / 1000 }
-	b.ReportMetric(float64(walls.Milliseconds())/float64(b.N), "ms/round")
+	reported := len(all) / fleetSize
+	b.ReportMetric(float64(walls.Microseconds())/1000/float64(reported), "ms/round")
 	b.ReportMetric(pct(0.50), "p50-ms/call")
 	b.ReportMetric(pct(0.99), "p99-ms/call")
-	b.ReportMetric(float64((cpu1-cpu0).Milliseconds())/float64(b.N), "broker-cpu-ms/round")
+	b.ReportMetric(float64((cpu1-cpu0).Milliseconds())/float64(rounds), "broker-cpu-ms/round")
 	b.ReportMetric(float64((cpu1-cpu0).Milliseconds())/elapsed.Seconds(), "broker-cpu-ms/s")
 	b.ReportMetric(float64(conns), "broker-conns")
 	if scalerSide {
@@ -339,6 +358,12 @@ func benchKEDARabbitMQ(b *testing.B, protocol string) {
 // operator runs): GetMetrics and IsActive per ScaledObject per poll, over one shared gRPC
 // connection, answered from the scaler's snapshot.
 func BenchmarkScalerServe(b *testing.B) {
+	runRounds(b, externalPollers(b), true)
+}
+
+// externalPollers is one KEDA external scaler per ScaledObject of the fleet, returned once
+// the scaler answers for every one of them (it has planned them all).
+func externalPollers(b *testing.B) []poller {
 	setupFleet(b)
 	ps := make([]poller, fleetSize)
 	for i := range ps {
@@ -354,17 +379,111 @@ func BenchmarkScalerServe(b *testing.B) {
 		}
 		ps[i] = poller{s: s, metric: specs[0].External.Metric.Name}
 	}
-	// Every ScaledObject answered once (the scaler has planned them all) before measuring.
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		_, _, err := round(context.Background(), ps)
 		if err == nil {
-			break
+			return ps
 		}
 		if time.Now().After(deadline) {
 			b.Fatalf("the scaler did not answer for all %d ScaledObjects: %v\n%s", fleetSize, err, scalerLogs())
 		}
 		time.Sleep(time.Second)
 	}
-	runRounds(b, ps, true)
+}
+
+// BenchmarkScalerServeGhz polls the scaler replica's gRPC port directly with ghz, a gRPC
+// load tool built from the module proxy at a pinned version: 32 concurrent workers on one
+// connection, GetMetrics for the 1,000 ScaledObjects in turn, (b.N + 1) × 1,000 calls in one
+// run. The first 1,000 warm the connection and are not reported; each later 1,000 is a
+// round, whose wall time runs from the end of the previous round's last call to the end of
+// its own.
+func BenchmarkScalerServeGhz(b *testing.B) {
+	externalPollers(b)
+	ghz := ghzBinary(b)
+	dir := b.TempDir()
+	reqs := make([]map[string]any, fleetSize)
+	for i := range reqs {
+		reqs[i] = map[string]any{
+			"scaledObjectRef": map[string]any{"name": queueName(i), "namespace": benchNS, "scalerMetadata": map[string]string{
+				"scalerAddress": stack.ScalerAddress, "queue": queueName(i), "messagesPerReplica": "5",
+			}},
+			"metricName": "headroom-desired-replicas",
+		}
+	}
+	data, err := json.Marshal(reqs)
+	if err != nil {
+		b.Fatal(err)
+	}
+	dataFile := filepath.Join(dir, "requests.json")
+	if err := os.WriteFile(dataFile, data, 0o600); err != nil {
+		b.Fatal(err)
+	}
+	measure(b, true, func() (int, time.Duration, []time.Duration) {
+		rounds := b.N + 1
+		cmd := exec.Command(ghz, "--insecure", "--proto", filepath.Join("..", "proto", "externalscaler.proto"),
+			"--call", "externalscaler.ExternalScaler.GetMetrics", "--data-file", dataFile,
+			"--concurrency", strconv.Itoa(pollers), "--connections", "1", "--total", strconv.Itoa(rounds*fleetSize),
+			"--timeout", "10s", "--format", "json", stack.Scalers[0].GRPC)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			b.Fatalf("ghz: %v\n%s", err, stderr.String())
+		}
+		walls, lat, err := ghzRounds(out, rounds)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return rounds, walls, lat
+	})
+}
+
+// ghzReport is the part of ghz's JSON report read here.
+type ghzReport struct {
+	StatusCodeDist map[string]int `json:"statusCodeDistribution"`
+	ErrorDist      map[string]int `json:"errorDistribution"`
+	Details        []struct {
+		Timestamp time.Time     `json:"timestamp"` // when the call ended
+		Latency   time.Duration `json:"latency"`
+		Status    string        `json:"status"`
+	} `json:"details"`
+}
+
+// ghzRounds splits a ghz run of rounds × fleetSize calls into rounds by the order in which
+// the calls ended, drops the first (warm-up) round, and returns the others' wall time and
+// latencies. Any call that did not succeed is an error.
+func ghzRounds(out []byte, rounds int) (time.Duration, []time.Duration, error) {
+	var r ghzReport
+	if err := json.Unmarshal(out, &r); err != nil {
+		return 0, nil, fmt.Errorf("ghz report: %w", err)
+	}
+	if n := len(r.Details); n != rounds*fleetSize {
+		return 0, nil, fmt.Errorf("ghz reported %d calls, want %d", n, rounds*fleetSize)
+	}
+	if len(r.ErrorDist) > 0 || r.StatusCodeDist["OK"] != rounds*fleetSize {
+		return 0, nil, fmt.Errorf("ghz: calls failed: status %v, errors %v", r.StatusCodeDist, r.ErrorDist)
+	}
+	d := r.Details
+	sort.Slice(d, func(i, j int) bool { return d[i].Timestamp.Before(d[j].Timestamp) })
+	walls := d[len(d)-1].Timestamp.Sub(d[fleetSize-1].Timestamp)
+	lat := make([]time.Duration, 0, len(d)-fleetSize)
+	for _, c := range d[fleetSize:] {
+		lat = append(lat, c.Latency)
+	}
+	return walls, lat, nil
+}
+
+// ghzBinary builds ghz into the cache (once) through the main module's labbuild and returns
+// its path.
+func ghzBinary(b *testing.B) string {
+	cmd := exec.Command("go", "run", "./internal/cmd/labbuild", "-print", "ghz")
+	cmd.Dir = ".."
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		b.Fatalf("build ghz: %v\n%s", err, stderr.String())
+	}
+	return strings.TrimSpace(string(out))
 }

@@ -23,6 +23,8 @@ const (
 	KWOKVersion          = "v0.8.0"
 	MetricsServerVersion = "v0.9.0"
 	KEDAVersion          = "v2.21.0"
+	// GhzVersion is the gRPC load tool the conformance benchmark polls the scaler with.
+	GhzVersion = "v0.120.0"
 )
 
 // A Recipe says how to build one cached binary. Build writes the executable to out (a
@@ -67,6 +69,7 @@ func init() {
 	}})
 	Register(Recipe{Name: "metrics-server", Version: MetricsServerVersion,
 		Build: GoInstall("sigs.k8s.io/metrics-server/cmd/metrics-server@"+MetricsServerVersion, "metrics-server")})
+	Register(Recipe{Name: "ghz", Version: GhzVersion, Build: GoInstall("github.com/bojand/ghz/cmd/ghz@"+GhzVersion, "ghz")})
 	Register(Recipe{Name: "keda-operator", Version: KEDAVersion, Build: kedaBuild("operator")})
 	Register(Recipe{Name: "keda-adapter", Version: KEDAVersion, Build: kedaBuild("adapter")})
 }

@@ -2,11 +2,12 @@
 // metrics-server, ...) from the Go module proxy into the cache directory, skipping those
 // already built.
 //
-//	go run ./internal/cmd/labbuild [-list] [names...]
+//	go run ./internal/cmd/labbuild [-list] [-print] [names...]
 //
 // With no names it builds every registered binary and fetches the registered module files
 // (CRDs). It prints one line per binary it built,
-// with the time it took, and nothing more when everything is cached.
+// with the time it took, and nothing more when everything is cached. With -print it builds
+// the named binaries and prints only their paths, one per line, for scripts and tests.
 package main
 
 import (
@@ -36,10 +37,24 @@ func main() {
 func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("labbuild", flag.ContinueOnError)
 	list := fs.Bool("list", false, "list the registered binaries with their cached paths and exit")
+	printPaths := fs.Bool("print", false, "build the named binaries and print only their paths")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	names := fs.Args()
+	if *printPaths {
+		if len(names) == 0 {
+			return errors.New("-print needs the names of the binaries")
+		}
+		for _, n := range names {
+			p, err := lab.EnsureBinary(ctx, n)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(stdout, p)
+		}
+		return nil
+	}
 	if len(names) == 0 {
 		names = lab.Recipes()
 	}
