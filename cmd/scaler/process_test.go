@@ -100,6 +100,13 @@ func TestServeProcess(t *testing.T) {
 		t.Fatalf("%v\n%s", err, p.Tail(4000))
 	}
 
+	// Profiles are served only when asked for (--pprof).
+	if resp, err := http.Get("http://" + httpAddr + "/debug/pprof/"); err != nil || resp.StatusCode != http.StatusNotFound {
+		t.Errorf("/debug/pprof/ without --pprof: %v %v, want 404", resp.Status, err)
+	} else {
+		resp.Body.Close()
+	}
+
 	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"strings"
 	"sync"
@@ -46,6 +47,7 @@ type serveConfig struct {
 	patchQPS               float64
 	patchBurst             int
 	noDeletionCost         bool
+	pprof                  bool
 }
 
 // listFlag is a repeatable flag; its environment variable holds a comma- or space-separated
@@ -83,6 +85,7 @@ func parseServe(args []string, stderr io.Writer, getenv func(string) string) (*s
 	fs.DurationVar(&c.shutdownGrace, "shutdown-grace", 10*time.Second, "how long in-flight calls may take to finish at shutdown")
 	fs.Float64Var(&c.patchQPS, "patch-qps", server.DefaultPatchQPS, "client-side rate limit of pod-deletion-cost patches, per second")
 	fs.IntVar(&c.patchBurst, "patch-burst", server.DefaultPatchBurst, "burst of pod-deletion-cost patches above --patch-qps")
+	fs.BoolVar(&c.pprof, "pprof", false, "serve Go's runtime profiles under /debug/pprof/ on --http-addr (off by default: they reveal the process's internals and cost CPU while taken)")
 	fs.BoolVar(&c.noDeletionCost, "no-deletion-cost", false, "do not annotate pods with controller.kubernetes.io/pod-deletion-cost (busy workers still hold the scale-down; the ReplicaSet controller then picks victims on its own)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), "Usage: scaler serve [flags]\n\nRuns the KEDA external scaler. Every flag can also be set by an environment variable,\nnamed after the flag: HEADROOM_ and the name upper-cased with '-' as '_' (--grpc-addr is\nHEADROOM_GRPC_ADDR); the command line wins.\n\nFlags:\n")
@@ -266,6 +269,13 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		fmt.Fprintln(w, "ok")
 	})
+	if c.pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	hsrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 
 	glis, err := net.Listen("tcp", c.grpcAddr)

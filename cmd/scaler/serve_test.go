@@ -178,7 +178,7 @@ current-context: c
 	go func() {
 		done <- run(ctx, []string{"serve", "--grpc-addr", grpcAddr, "--http-addr", httpAddr, "--kubeconfig", kubeconfig,
 			"--broker", "main=" + rmq.ManagementURL(), "--broker-credentials-file", creds, "--refresh", "200ms",
-			"--log-format", "text", "--log-level", "debug"}, io.Discard, &logs)
+			"--log-format", "text", "--log-level", "debug", "--pprof"}, io.Discard, &logs)
 	}()
 
 	httpGet := func(path string) (int, string) {
@@ -199,6 +199,9 @@ current-context: c
 	}
 	if code, body := httpGet("/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "not synced") {
 		t.Errorf("/readyz = %d %q, want 503 naming the unsynced caches", code, body)
+	}
+	if code, body := httpGet("/debug/pprof/goroutine?debug=1"); code != http.StatusOK || !strings.Contains(body, "goroutine profile:") {
+		t.Errorf("/debug/pprof/goroutine with --pprof = %d %q, want 200 with the goroutine profile", code, body)
 	}
 	code, body := httpGet("/metrics")
 	if code != http.StatusOK || !strings.Contains(body, "headroom_caches_synced 0") || !strings.Contains(body, "headroom_build_info{") {
