@@ -65,36 +65,32 @@ func Share(free int64, claims []Claim) []int64 {
 	sort.Slice(parts, func(a, b int) bool { return claims[parts[a].i].Key < claims[parts[b].i].Key })
 
 	// The water level λ: claim i ends up with clamp(λ·w, held, held+rest), and the totals
-	// add up to free + Σ held. The sum is piecewise linear and non-decreasing in λ, with
-	// corners where a claim starts or stops rising; find the segment that reaches the target
-	// and interpolate.
+	// add up to free + Σ held. The sum is piecewise linear and non-decreasing in λ: claim i
+	// rises with slope w between held/w and (held+rest)/w. Sweep those corners in order,
+	// keeping the sum and the slope, until the sum reaches the target; O(n log n).
 	total := func(p part, level float64) float64 { return min(max(level*p.w, p.h), p.h+p.r) }
-	sum := func(level float64) float64 {
-		var s float64
-		for _, p := range parts {
-			s += total(p, level)
-		}
-		return s
-	}
-	target := float64(free)
-	corners := make([]float64, 0, 2*len(parts))
+	type corner struct{ at, dw float64 }
+	corners := make([]corner, 0, 2*len(parts))
+	target, sum := float64(free), 0.0
 	for _, p := range parts {
-		target += p.h
-		corners = append(corners, p.h/p.w, (p.h+p.r)/p.w)
+		sum += p.h
+		corners = append(corners, corner{p.h / p.w, p.w}, corner{(p.h + p.r) / p.w, -p.w})
 	}
-	sort.Float64s(corners)
-	level := corners[len(corners)-1]
-	lo, slo := corners[0], sum(corners[0])
-	for _, c := range corners[1:] {
-		sc := sum(c)
-		if sc >= target {
-			level = c
-			if sc > slo {
-				level = lo + (c-lo)*(target-slo)/(sc-slo)
+	target += sum
+	sort.Slice(corners, func(a, b int) bool { return corners[a].at < corners[b].at })
+	level, slope := corners[0].at, 0.0
+	for k := 0; k < len(corners); {
+		if at := corners[k].at; at > level {
+			next := sum + slope*(at-level)
+			if next >= target {
+				level += (target - sum) / slope
+				break
 			}
-			break
+			sum, level = next, at
 		}
-		lo, slo = c, sc
+		for at := corners[k].at; k < len(corners) && corners[k].at == at; k++ {
+			slope += corners[k].dw
+		}
 	}
 
 	// Whole units: floors, then what is left to the largest fractional parts.

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -67,6 +68,19 @@ type observation struct {
 	lastScaleUp time.Time
 	limit       scaler.Limit
 	seen        bool
+	// logged is the decision (or error) last written to the debug log: a line is written
+	// when it changes, not on every pass.
+	logged loggedDecision
+	// The trigger's counters, looked up once rather than hashed by labels on every pass.
+	changes, held prometheus.Counter
+	decisions     map[scaler.Limit]prometheus.Counter
+}
+
+// loggedDecision is what makes a decision worth a new debug line: the decision (its wait
+// counted in whole seconds, as Explain prints it) or the error.
+type loggedDecision struct {
+	dec scaler.Decision
+	err string
 }
 
 // shareUnits is the number of units the free room is divided into for scaler.Share (see
@@ -411,19 +425,25 @@ func (p *planner) observe(pl *plan, now time.Time) {
 		if e.firstRead {
 			continue
 		}
-		// Counters start at 0 for every served ScaledObject, so rates and alerts see them.
-		changes := s.metrics.limitChanges.WithLabelValues(k.namespace, k.name)
-		held := s.metrics.scaleDownHeld.WithLabelValues(k.namespace, k.name)
-		s.metrics.deletionCostPatchs.WithLabelValues(k.namespace)
+		if o.changes == nil {
+			// Counters start at 0 for every served ScaledObject, so rates and alerts see them.
+			o.changes = s.metrics.limitChanges.WithLabelValues(k.namespace, k.name)
+			o.held = s.metrics.scaleDownHeld.WithLabelValues(k.namespace, k.name)
+			o.decisions = map[scaler.Limit]prometheus.Counter{}
+			s.metrics.deletionCostPatchs.WithLabelValues(k.namespace)
+		}
 
 		limit, explain := scaler.LimitError, ""
 		if e.err != nil {
 			// No decision (KEDA gets the error and applies its fallback): counted as "error".
 			explain = status.Convert(e.err).Message()
-			s.log.Debug("no decision", "namespace", k.namespace, "scaledobject", k.name, "err", explain)
+			if l := (loggedDecision{err: explain}); l != o.logged {
+				o.logged = l
+				s.log.Debug("no decision", "namespace", k.namespace, "scaledobject", k.name, "err", explain)
+			}
 		} else {
 			d := e.dec
-			limit, explain = d.Limit, d.Explain()
+			limit = d.Limit
 			if e.snap.Ready+e.snap.Unacked == 0 {
 				if o.emptySince.IsZero() {
 					o.emptySince = now
@@ -436,18 +456,30 @@ func (p *planner) observe(pl *plan, now time.Time) {
 			}
 			o.lastCurrent = e.workload.Current
 			if d.Limit == scaler.LimitBusy {
-				held.Inc()
+				o.held.Inc()
 			}
-			if s.log.Enabled(context.Background(), slog.LevelDebug) {
+			l := loggedDecision{dec: d}
+			l.dec.Waited = l.dec.Waited.Truncate(time.Second)
+			if l != o.logged && s.log.Enabled(context.Background(), slog.LevelDebug) {
+				o.logged = l
+				explain = d.Explain()
 				s.log.Debug("decision", "namespace", k.namespace, "scaledobject", k.name,
 					"replicas", d.Replicas, "limit", string(d.Limit), "need", d.Need, "current", d.Current,
 					"ready", d.Ready, "pending", d.Pending, "fit", e.workload.Fit, "share", e.share,
 					"depth", d.Depth, "explain", explain)
 			}
+			if o.seen && o.limit != limit && explain == "" {
+				explain = d.Explain() // for the event
+			}
 		}
-		s.metrics.decisions.WithLabelValues(k.namespace, k.name, string(limit)).Inc()
+		c := o.decisions[limit]
+		if c == nil {
+			c = s.metrics.decisions.WithLabelValues(k.namespace, k.name, string(limit))
+			o.decisions[limit] = c
+		}
+		c.Inc()
 		if o.seen && o.limit != limit {
-			changes.Inc()
+			o.changes.Inc()
 			if s.opts.Events != nil {
 				s.opts.Events.LimitChanged(e.so, o.limit, limit, explain)
 			}

@@ -1,11 +1,14 @@
 package server_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
+	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -42,6 +45,7 @@ type envOptions struct {
 	clientCreds  credentials.TransportCredentials
 	// wrapQueue, when set, stands between the server and the real reader.
 	wrapQueue func(server.QueueReader) server.QueueReader
+	logger    *slog.Logger
 }
 
 func newEnv(t *testing.T, o envOptions) *env {
@@ -60,7 +64,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 	}
 	srv, err := server.New(server.Options{
 		Queue: qr, Brokers: reader, Cluster: e.cluster, Registerer: e.reg,
-		Refresh: testRefresh, Version: "test",
+		Refresh: testRefresh, Version: "test", Logger: o.logger,
 		Now: func() time.Time { return time.Now().Add(time.Duration(e.skew.Load())) },
 	})
 	if err != nil {
@@ -333,6 +337,63 @@ func TestUnreadTriggerReservesItsPart(t *testing.T) {
 	}
 	if a, err := e.metric(t, ref("default", "light", mda)); err != nil || a != 2 {
 		t.Fatalf("light = %v (%v) once heavy is read, want 2", a, err)
+	}
+}
+
+// lockedBuffer is a bytes.Buffer the planner's goroutine writes while the test reads.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// The debug log has a line when a decision changes, not one per ScaledObject per pass.
+func TestDecisionLoggedWhenItChanges(t *testing.T) {
+	var logs lockedBuffer
+	e := newEnv(t, envOptions{logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	q := e.queue(t, "q")
+	if err := e.broker.Admin().Publish(t.Context(), "/", q, 6); err != nil {
+		t.Fatal(err)
+	}
+	md := map[string]string{"queue": q, "stepPods": "100"}
+	e.cluster.add("default", "logged", server.Workload{Current: 1, Ready: 1, Fit: 2}, md)
+	if v, err := e.metric(t, ref("default", "logged", md)); err != nil || v != 3 {
+		t.Fatalf("GetMetrics = %v, %v; want 3 (1 + 2 that fit)", v, err)
+	}
+	lines := func() int {
+		n := 0
+		for _, l := range strings.Split(logs.String(), "\n") {
+			if strings.Contains(l, "msg=decision") && strings.Contains(l, "scaledobject=logged") {
+				n++
+			}
+		}
+		return n
+	}
+	for range 5 {
+		e.srv.PlanNow()
+	}
+	if n := lines(); n != 1 {
+		t.Fatalf("%d log lines for an unchanged decision over 6 passes, want 1:\n%s", n, logs.String())
+	}
+	e.cluster.set("logged", server.Workload{Current: 3, Ready: 3, Fit: 0})
+	if v, err := e.metric(t, ref("default", "logged", md)); err != nil || v != 3 {
+		t.Fatalf("GetMetrics = %v, %v; want 3", v, err)
+	}
+	e.srv.PlanNow()
+	out := logs.String()
+	if n := lines(); n != 2 || !strings.Contains(out, "limit=capacity") || !strings.Contains(out, "current=3") {
+		t.Fatalf("%d log lines after the decision changed, want 2, the second with current=3:\n%s", n, out)
 	}
 }
 
