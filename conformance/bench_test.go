@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -427,9 +428,13 @@ func BenchmarkScalerServeGhz(b *testing.B) {
 			"--timeout", "10s", "--format", "json", stack.Scalers[0].GRPC)
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
+		profiled := profileScaler(b)
 		out, err := cmd.Output()
 		if err != nil {
 			b.Fatalf("ghz: %v\n%s", err, stderr.String())
+		}
+		if err := <-profiled; err != nil {
+			b.Errorf("profile the scaler: %v", err)
 		}
 		walls, lat, err := ghzRounds(out, rounds)
 		if err != nil {
@@ -486,4 +491,42 @@ func ghzBinary(b *testing.B) string {
 		b.Fatalf("build ghz: %v\n%s", err, stderr.String())
 	}
 	return strings.TrimSpace(string(out))
+}
+
+// profileScaler, when HEADROOM_BENCH_PROFILE names a file, takes a CPU profile of the scaler
+// replica for the first 5 s of the load (the demo stack serves its profiles) and writes it
+// there. The channel yields the outcome once done, nil at once when no profile is asked for.
+func profileScaler(b *testing.B) <-chan error {
+	done := make(chan error, 1)
+	path := os.Getenv("HEADROOM_BENCH_PROFILE")
+	if path == "" {
+		done <- nil
+		return done
+	}
+	go func() {
+		resp, err := http.Get("http://" + stack.Scalers[0].HTTP + "/debug/pprof/profile?seconds=5")
+		if err != nil {
+			done <- err
+			return
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			done <- fmt.Errorf("%s: %s", resp.Request.URL, resp.Status)
+			return
+		}
+		f, err := os.Create(path)
+		if err != nil {
+			done <- err
+			return
+		}
+		_, err = io.Copy(f, resp.Body)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err == nil {
+			b.Logf("scaler CPU profile: %s", path)
+		}
+		done <- err
+	}()
+	return done
 }

@@ -52,6 +52,8 @@ func runStack(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	}
 	s, err := e2e.StartStack(ctx, e2e.StackOptions{
 		KEDA: *keda, ScalerReplicas: *replicas, ScalerBinary: *scaler, Progress: stderr,
+		// A lab on loopback: profiles on, for the load benchmark and for whoever investigates.
+		ScalerArgs: []string{"--pprof"},
 	})
 	if err != nil {
 		return err
