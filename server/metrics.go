@@ -31,6 +31,7 @@ var MetricNames = []string{
 	"headroom_broker_requests_total",
 	"headroom_broker_errors_total",
 	"headroom_grpc_request_duration_seconds",
+	"headroom_plan_duration_seconds",
 	"headroom_node_free",
 	"headroom_decisions_total",
 	"headroom_limit_changes_total",
@@ -44,6 +45,7 @@ var MetricNames = []string{
 // by stateCollector.
 type metrics struct {
 	grpcDuration       *prometheus.HistogramVec
+	planDuration       prometheus.Histogram
 	decisions          *prometheus.CounterVec
 	limitChanges       *prometheus.CounterVec
 	scaleDownHeld      *prometheus.CounterVec
@@ -59,6 +61,11 @@ func newMetrics(s *Server, reg prometheus.Registerer) (*metrics, error) {
 			Help:    "Time to serve a KEDA gRPC call (streams: until the stream ends), by method and status code.",
 			Buckets: []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5},
 		}, []string{"method", "code"}),
+		planDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "headroom_plan_duration_seconds",
+			Help:    "Time of one planner pass over every ScaledObject (one runs after each broker refresh and cluster change).",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
+		}),
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "headroom_decisions_total",
 			Help: "Decisions computed by the planner, by limiting factor.",
@@ -85,7 +92,7 @@ func newMetrics(s *Server, reg prometheus.Registerer) (*metrics, error) {
 		ConstLabels: prometheus.Labels{"version": s.opts.Version, "goversion": runtime.Version()},
 	})
 	build.Set(1)
-	for _, c := range []prometheus.Collector{m.grpcDuration, m.decisions, m.limitChanges, m.scaleDownHeld, m.deletionCostPatchs, build, &stateCollector{s: s}} {
+	for _, c := range []prometheus.Collector{m.grpcDuration, m.planDuration, m.decisions, m.limitChanges, m.scaleDownHeld, m.deletionCostPatchs, build, &stateCollector{s: s}} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -68,7 +68,12 @@ func TestMetricsGolden(t *testing.T) {
 	var buf bytes.Buffer
 	enc := expfmt.NewEncoder(&buf, expfmt.NewFormat(expfmt.TypeTextPlain))
 	for _, mf := range mfs {
-		if mf.GetName() == "headroom_grpc_request_duration_seconds" {
+		if mf.GetName() == "headroom_plan_duration_seconds" {
+			if n := mf.GetMetric()[0].GetHistogram().GetSampleCount(); n == 0 {
+				t.Errorf("headroom_plan_duration_seconds counts no pass after a plan")
+			}
+		}
+		if n := mf.GetName(); n == "headroom_grpc_request_duration_seconds" || n == "headroom_plan_duration_seconds" {
 			continue // durations vary; checked by name below
 		}
 		if err := enc.Encode(mf); err != nil {
@@ -115,7 +120,7 @@ func TestMetricsLintAndNames(t *testing.T) {
 		"headroom_pending_replicas", "headroom_need_replicas", "headroom_fit_replicas",
 		"headroom_share_replicas", "headroom_busy_workers", "headroom_idle_workers", "headroom_limit", "headroom_queue_messages",
 		"headroom_snapshot_age_seconds", "headroom_broker_requests_total", "headroom_broker_errors_total",
-		"headroom_grpc_request_duration_seconds", "headroom_node_free", "headroom_decisions_total",
+		"headroom_grpc_request_duration_seconds", "headroom_plan_duration_seconds", "headroom_node_free", "headroom_decisions_total",
 		"headroom_limit_changes_total", "headroom_scale_down_held_total", "headroom_deletion_cost_patches_total",
 		"headroom_caches_synced", "headroom_build_info",
 	}

@@ -178,6 +178,8 @@ var noWait = func() context.Context {
 func (p *planner) pass(now time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	start := time.Now()
+	defer func() { p.s.metrics.planDuration.Observe(time.Since(start).Seconds()) }()
 	next := &plan{at: now, entries: map[entryKey]*entry{}, next: make(chan struct{})}
 	sos, err := p.s.opts.Cluster.ScaledObjects()
 	if err != nil {
