@@ -154,10 +154,13 @@ func (p *planner) run(ctx context.Context, wg *sync.WaitGroup) {
 			}
 		}()
 	}
-	t := time.NewTicker(p.s.opts.Refresh)
+	// A pass at least every Refresh (snapshot ages and idle times move on even when nothing
+	// pokes), and not again on a timer right after a poke: the timer restarts after each pass.
+	t := time.NewTimer(p.s.opts.Refresh)
 	defer t.Stop()
 	for {
 		p.pass(p.s.now())
+		t.Reset(p.s.opts.Refresh)
 		select {
 		case <-ctx.Done():
 			return
