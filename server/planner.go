@@ -233,7 +233,7 @@ func (p *planner) pass(now time.Time) {
 		it.e.share = it.e.workload.Fit
 		unbounded := it.in
 		unbounded.Fit = math.MaxInt32
-		it.want = int64(scaler.Decide(it.pol, unbounded, now).Replicas) - int64(it.in.Current)
+		it.want = claimWant(scaler.Decide(it.pol, unbounded, now))
 		if it.want <= 0 || it.e.workload.Fit <= 0 {
 			continue
 		}
@@ -297,6 +297,9 @@ func planCosts[T any](items []T, of func(T) (string, Workload, busyView)) []podC
 	seen := map[costKey]bool{}
 	for _, it := range items {
 		ns, w, v := of(it)
+		if v.skipped {
+			continue // no scale-down pending: the pods keep the costs they have
+		}
 		for _, pc := range wantedCosts(ns, w, v) {
 			if seen[pc.key] {
 				continue
@@ -336,6 +339,20 @@ func unplacedRoom(ws []Workload) float64 {
 		}
 	}
 	return max(room, 0)
+}
+
+// claimWant is how many more pods a target claims room for, from its decision with
+// unlimited room: what the queue needs beyond what it runs (up to its max), also while its
+// step waits for the last pods to be Ready. The step limits how fast a target takes its
+// part, not how large the part is: a target between two steps that claimed nothing would
+// see the others take its part of the free room, and keep it. A target that is scaling
+// down, holding, or has Pending-unschedulable pods claims nothing.
+func claimWant(d scaler.Decision) int64 {
+	switch d.Limit {
+	case scaler.LimitQueue, scaler.LimitStep, scaler.LimitMax, scaler.LimitCapacity:
+		return max(int64(min(d.Need, d.Max)), int64(d.Replicas)) - int64(d.Current)
+	}
+	return int64(d.Replicas) - int64(d.Current)
 }
 
 // claimUnits converts "want more pods, of which fit would fit alone" into shared units: the
@@ -546,8 +563,22 @@ func (s *Server) gather(ctx context.Context, e *entry, o *observation, now time.
 		in.Queue.EmptySince = o.emptySince
 		in.LastScaleUp = o.lastScaleUp
 	}
-	e.busy = s.busyOf(cfg.Selector, w, snap)
+	// Which workers are busy matters only to a scale-down, and reading it costs the broker
+	// two more requests per refresh (consumers and channels, each a listing of the whole
+	// vhost): read it only while the answer, without it, would be below the current count.
+	probe := pol
+	probe.AllowBusyScaleDown = true // the queue alone: would it go below the current count?
+	if scaler.Decide(probe, in, now).Replicas >= in.Current {
+		e.busy = busyView{skipped: true, why: "no scale-down pending: consumers not read"}
+	} else {
+		e.busy = s.busyOf(cfg.Selector, w, snap)
+	}
 	in.Busy, in.BusyKnown = e.busy.floor, e.busy.known
+	if e.busy.pending {
+		// Asked for at this pass, read at the next refresh: hold the count until then rather
+		// than scale down blind to which workers are busy.
+		in.Busy, in.BusyKnown = in.Current, true
+	}
 	if s.costs != nil && e.busy.known && w.Kind != "StatefulSet" {
 		in.Removable, in.RemovableKnown = removable(w.Pods, e.busy), true
 	}
@@ -567,6 +598,9 @@ func (s *Server) busyOf(sel queue.Selector, w Workload, snap queue.Snapshot) bus
 		return busyView{why: "the target's pods are not listed"}
 	}
 	cs, err := cr.Consumers(noWait, sel)
+	if errors.Is(err, context.Canceled) {
+		return busyView{pending: true, why: "consumers not read yet: they are read from the next refresh on"}
+	}
 	if err != nil {
 		return busyView{why: "consumers: " + err.Error()}
 	}

@@ -35,6 +35,7 @@ type env struct {
 	client  pb.ExternalScalerClient
 	cluster *fakeCluster
 	broker  *lab.RabbitMQ
+	reader  *queue.Reader
 	reg     *prometheus.Registry
 	skew    atomic.Int64 // added to the server's clock, in nanoseconds
 }
@@ -58,6 +59,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 		t.Fatalf("new reader: %v", err)
 	}
 	reader.Start(context.Background())
+	e.reader = reader
 	var qr server.QueueReader = reader
 	if o.wrapQueue != nil {
 		qr = o.wrapQueue(reader)
@@ -274,6 +276,41 @@ func TestShareSplitsRoom(t *testing.T) {
 			}
 			t.Errorf("a = %v (%v), b = %v (%v); want %v and %v", a, errA, b, errB, tc.wantA, tc.wantB)
 		})
+	}
+}
+
+// A target whose step waits for its last pods to be Ready still claims its part of the
+// room: the others do not take it meanwhile.
+func TestStepWaitKeepsItsPart(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	qa, qb := e.queue(t, "heavy"), e.queue(t, "light")
+	for _, q := range []string{qa, qb} {
+		if err := e.broker.Admin().Publish(t.Context(), "/", q, 20); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// 1 + 1 running, 6 free: 8 in all, 6 and 2 by weight. heavy's first pod is not Ready.
+	mda := map[string]string{"queue": qa, "stepPods": "100", "weight": "3"}
+	mdb := map[string]string{"queue": qb, "stepPods": "100", "weight": "1"}
+	e.cluster.add("default", "heavy", server.Workload{Current: 1, Ready: 0, Fit: 6}, mda)
+	e.cluster.add("default", "light", server.Workload{Current: 1, Ready: 1, Fit: 6}, mdb)
+	if a, err := e.metric(t, ref("default", "heavy", mda)); err != nil || a != 1 {
+		t.Fatalf("heavy = %v (%v) while its pod is not Ready, want 1 (the step waits)", a, err)
+	}
+	if b, err := e.metric(t, ref("default", "light", mdb)); err != nil || b != 2 {
+		t.Fatalf("light = %v (%v) while heavy waits for its step, want 2 (its part of 8), not 7", b, err)
+	}
+	e.cluster.set("heavy", server.Workload{Current: 1, Ready: 1, Fit: 5})
+	e.cluster.set("light", server.Workload{Current: 2, Ready: 2, Fit: 5})
+	var a float64
+	var err error
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if a, err = e.metric(t, ref("default", "heavy", mda)); err == nil && a == 6 {
+			break
+		}
+	}
+	if a != 6 {
+		t.Fatalf("heavy = %v (%v) once Ready, want 6", a, err)
 	}
 }
 
