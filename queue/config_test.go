@@ -294,6 +294,7 @@ func TestReaderWithoutBroker(t *testing.T) {
 		{name: "duplicate broker", brokers: []queue.BrokerConfig{{Name: "a", URL: "http://h"}, {Name: "a", URL: "http://h"}}, wantErr: `broker "a" configured twice`},
 		{name: "page size", opts: queue.Options{PageSize: 501}, wantErr: "page size 501"},
 		{name: "negative refresh", opts: queue.Options{Refresh: -1}, wantErr: "refresh -1ns"},
+		{name: "negative consumers ttl", opts: queue.Options{ConsumersTTL: -2 * time.Second}, wantErr: "consumers ttl -2s"},
 		{name: "missing CA file", brokers: []queue.BrokerConfig{{Name: "a", URL: "https://h", CAFile: "/nonexistent/ca.pem"}}, wantErr: "caFile"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

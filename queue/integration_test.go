@@ -520,6 +520,60 @@ func TestInterestLifecycle(t *testing.T) {
 	}
 }
 
+// TestConsumersInterestExpiresFirst: consumer detail nobody asks for any more stops being
+// read after ConsumersTTL, while the queue itself is still read (one request per refresh).
+func TestConsumersInterestExpiresFirst(t *testing.T) {
+	r := labtest.SharedRabbitMQ(t)
+	setup(t, r, "consumers-ttl", map[string]int{"q": 1})
+	var count countingTransport
+	rd := startReader(t, modes[0].config(r), queue.Options{Refresh: 100 * time.Millisecond, ConsumersTTL: 300 * time.Millisecond, WrapTransport: count.wrap})
+	sel := queue.Selector{Broker: "rmq", VHost: "consumers-ttl", Queue: "q"}
+	if _, err := rd.Consumers(t.Context(), sel); err != nil {
+		t.Fatalf("consumers: %v", err)
+	}
+	waitSnapshot(t, rd, sel, "queue read", func(s queue.Snapshot, err error) bool { return err == nil })
+	perRefresh := func() float64 {
+		s0, _ := rd.BrokerStats("rmq")
+		n0 := count.n.Load()
+		time.Sleep(500 * time.Millisecond)
+		s1, _ := rd.BrokerStats("rmq")
+		return float64(count.n.Load()-n0) / float64(s1.Refreshes-s0.Refreshes)
+	}
+	// Both asked for: queues, consumers and channels at every refresh.
+	for range 3 {
+		if _, err := rd.Snapshot(t.Context(), sel); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := rd.Consumers(t.Context(), sel); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	err := lab.WaitFor(t.Context(), "consumer interest to expire", 10*time.Second, 100*time.Millisecond, func(context.Context) error {
+		if _, err := rd.Snapshot(t.Context(), sel); err != nil {
+			return err
+		}
+		if st, _ := rd.BrokerStats("rmq"); st.Selectors != 1 {
+			return fmt.Errorf("%d selectors watched, want 1 (the queue)", st.Selectors)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keep, stop := context.WithCancel(t.Context())
+	defer stop()
+	go func() { // the queue stays asked for
+		for keep.Err() == nil {
+			_, _ = rd.Snapshot(keep, sel)
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+	if n := perRefresh(); n != 1 {
+		t.Errorf("%.2f requests per refresh once consumers expired, want 1", n)
+	}
+}
+
 // TestSeveralVHosts: selectors in two vhosts are served by one unscoped queue list, and the
 // same queue name in each vhost stays apart.
 func TestSeveralVHosts(t *testing.T) {

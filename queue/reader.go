@@ -30,6 +30,11 @@ type Options struct {
 	PageSize int
 	// InterestTTL: a selector nobody asked about for this long stops being read.
 	InterestTTL time.Duration
+	// ConsumersTTL: the consumer detail of a selector (Consumers) nobody asked about for
+	// this long stops being read. It costs the broker two listings of a whole vhost per
+	// refresh, and is asked for only while a scale-down is pending: shorter than
+	// InterestTTL. Default: 3 × Refresh.
+	ConsumersTTL time.Duration
 	// MaxBackoff caps the wait between AMQP reconnect attempts (which start at Refresh and
 	// double).
 	MaxBackoff time.Duration
@@ -49,6 +54,8 @@ func (o Options) Validate() error {
 		return fmt.Errorf("queue options: page size %d, want 1 to %d (0 = %d)", o.PageSize, DefaultPageSize, DefaultPageSize)
 	case o.InterestTTL < 0:
 		return fmt.Errorf("queue options: interest ttl %v is negative", o.InterestTTL)
+	case o.ConsumersTTL < 0:
+		return fmt.Errorf("queue options: consumers ttl %v is negative", o.ConsumersTTL)
 	case o.MaxBackoff < 0:
 		return fmt.Errorf("queue options: max backoff %v is negative", o.MaxBackoff)
 	}
@@ -67,6 +74,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.InterestTTL == 0 {
 		o.InterestTTL = DefaultInterestTTL
+	}
+	if o.ConsumersTTL == 0 {
+		o.ConsumersTTL = 3 * o.Refresh
 	}
 	if o.MaxBackoff == 0 {
 		o.MaxBackoff = DefaultMaxBackoff
@@ -515,7 +525,11 @@ func (b *broker) refresh(ctx context.Context) bool {
 func (b *broker) planLocked(now time.Time) plan {
 	vh, cvh, qs := map[string]bool{}, map[string]bool{}, map[qkey]bool{}
 	for k, in := range b.interest {
-		if now.Sub(in.lastUsed) > b.opts.InterestTTL {
+		ttl := b.opts.InterestTTL
+		if k.consumers {
+			ttl = b.opts.ConsumersTTL
+		}
+		if now.Sub(in.lastUsed) > ttl {
 			delete(b.interest, k)
 			continue
 		}

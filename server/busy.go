@@ -29,6 +29,9 @@ type busyView struct {
 	known bool
 	// why says why known is false.
 	why string
+	// skipped: not read, because no scale-down is pending (the pods' deletion costs are
+	// then left as they are). pending: asked for now, read from the next broker refresh on.
+	skipped, pending bool
 	// held maps a pod name to the messages its consumers hold (only pods holding some).
 	held map[string]int64
 	// busy is the number of busy pods; idle the Running pods holding nothing.

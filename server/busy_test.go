@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -132,5 +133,115 @@ func TestBusyHoldsScaleDown(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// perRefresh is the broker requests per completed refresh of the env's reader over d. The
+// two counters are read a moment apart, so a refresh in flight at either end skews it by up
+// to one request in the window.
+func perRefresh(t *testing.T, e *env, d time.Duration) float64 {
+	t.Helper()
+	s0, err := e.reader.BrokerStats("main")
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(d)
+	s1, _ := e.reader.BrokerStats("main")
+	if s1.Refreshes == s0.Refreshes {
+		t.Fatalf("no refresh in %v", d)
+	}
+	return float64(s1.Requests-s0.Requests) / float64(s1.Refreshes-s0.Refreshes)
+}
+
+// Consumers are read only while a scale-down is pending: otherwise a refresh is the one
+// queue listing.
+func TestConsumersReadOnlyForScaleDown(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	q := e.queue(t, "jobs")
+	if err := e.broker.Admin().Publish(t.Context(), "/", q, 20); err != nil {
+		t.Fatal(err)
+	}
+	pods := []server.WorkerPod{
+		{Name: "w-0", IP: "10.0.0.1", Node: "n", Running: true, Ready: true},
+		{Name: "w-1", IP: "10.0.0.2", Node: "n", Running: true, Ready: true},
+	}
+	md := map[string]string{"queue": q, "stepPods": "100"}
+	e.cluster.add("default", "w", server.Workload{Current: 2, Ready: 2, Fit: 10, Pods: pods}, md)
+	var v float64
+	var err error
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if v, err = e.metric(t, ref("default", "w", md)); err == nil && v == 12 {
+			break
+		}
+	}
+	if v != 12 {
+		t.Fatalf("GetMetrics = %v, %v; want 12 (2 + 10 that fit)", v, err)
+	}
+	// Consumers asked for while the first readings lagged (an empty queue looks like a
+	// scale-down) stop being read after 3 refreshes.
+	time.Sleep(4 * testRefresh)
+	if n := perRefresh(t, e, 10*testRefresh); n < 0.5 || n > 1.5 {
+		t.Errorf("%.2f broker requests per refresh while the queue needs more workers, want 1 (the queue listing)", n)
+	}
+
+	// The queue drains: a scale-down is pending, and who is busy matters.
+	if err := e.broker.Admin().PurgeQueue(t.Context(), "/", q); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if v, _ = e.metric(t, ref("default", "w", md)); v == 0 {
+			break
+		}
+	}
+	if v != 0 {
+		t.Fatalf("GetMetrics = %v after the queue drained (no consumer holds anything), want 0", v)
+	}
+	if n := perRefresh(t, e, 10*testRefresh); n < 2.5 || n > 3.5 {
+		t.Errorf("%.2f broker requests per refresh while scaling down, want 3 (queues, consumers, channels)", n)
+	}
+}
+
+// pendingConsumers answers its first Consumers call as the reader does for a queue whose
+// consumers nobody asked for yet (read from the next refresh on).
+type pendingConsumers struct {
+	*fixedQueue
+	calls atomic.Int32
+}
+
+func (q *pendingConsumers) Consumers(ctx context.Context, sel queue.Selector) ([]queue.Consumer, error) {
+	if q.calls.Add(1) == 1 {
+		return nil, context.Canceled
+	}
+	return q.fixedQueue.Consumers(ctx, sel)
+}
+
+// Until the consumers asked for are read, a scale-down holds rather than go ahead blind.
+func TestScaleDownWaitsForConsumers(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	// One message in flight on w-1: the queue needs 1 of the 2 workers.
+	q := &pendingConsumers{fixedQueue: (&fixedQueue{
+		snap:      queue.Snapshot{Unacked: 1, Consumers: 1, InFlightVisible: true, Queues: 1},
+		stats:     queue.Stats{Mode: queue.ModeManagement},
+		consumers: []queue.Consumer{{PeerHost: "10.0.0.2", PeerPort: 1, Channel: 1, Unacked: 1}},
+	}).at(now)}
+	pods := []server.WorkerPod{{Name: "w-0", IP: "10.0.0.1", Running: true, Ready: true}, {Name: "w-1", IP: "10.0.0.2", Running: true, Ready: true}}
+	c := newFakeCluster()
+	md := map[string]string{"queue": "jobs"}
+	c.add("ns", "w", server.Workload{Current: 2, Ready: 2, Fit: 10, Pods: pods}, md)
+	// Not started: the passes are the test's own.
+	srv, err := server.New(server.Options{Queue: q, Brokers: q, Cluster: c, Registerer: prometheus.NewRegistry(), Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	for i, want := range []float64{2, 1} {
+		srv.PlanNow()
+		resp, err := srv.GetMetrics(t.Context(), &pb.GetMetricsRequest{ScaledObjectRef: ref("ns", "w", md)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := resp.MetricValues[0].MetricValueFloat; got != want {
+			t.Errorf("pass %d: GetMetrics = %v, want %v", i+1, got, want)
+		}
 	}
 }

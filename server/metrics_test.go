@@ -39,7 +39,8 @@ func fixedState(t *testing.T) (*server.Server, *prometheus.Registry) {
 	for i := range 4 {
 		loaders = append(loaders, server.WorkerPod{Name: fmt.Sprintf("loader-%d", i), IP: fmt.Sprintf("10.0.0.%d", i+1), Node: "node-a", Running: true, Ready: true})
 	}
-	c.add("shop", "loader", server.Workload{Current: 4, Ready: 4, Fit: 2, Kind: "Deployment", Pods: loaders}, map[string]string{"queue": "loads"})
+	// 34 messages, 20 per loader: the loaders scale down from 4 to 2, so who is busy is read.
+	c.add("shop", "loader", server.Workload{Current: 4, Ready: 4, Fit: 2, Kind: "Deployment", Pods: loaders}, map[string]string{"queue": "loads", "messagesPerReplica": "20"})
 	c.add("shop", "worker", server.Workload{Current: 40, Ready: 40, Fit: 9}, map[string]string{"queue": "jobs"})
 	// A ScaledObject whose target does not exist: no decision, limit="error".
 	c.add("shop", "orphan", server.Workload{}, map[string]string{"queue": "orphans"})
