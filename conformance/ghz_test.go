@@ -2,6 +2,7 @@ package conformance
 
 import (
 	"encoding/json"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -66,5 +67,20 @@ func TestGhzRounds(t *testing.T) {
 	}
 	if _, _, err := ghzRounds([]byte("Summary: not json"), 1); err == nil {
 		t.Error("a report that is not JSON: no error")
+	}
+}
+
+func TestBucketQuantile(t *testing.T) {
+	inf := math.Inf(1)
+	before := map[float64]float64{0.001: 10, 0.01: 10, 0.1: 10, inf: 10}
+	// 100 new calls: 90 under 1 ms, 9 more under 10 ms, 1 under 100 ms.
+	after := map[float64]float64{0.001: 100, 0.01: 109, 0.1: 110, inf: 110}
+	for q, want := range map[float64]float64{0.5: 0.001, 0.9: 0.001, 0.95: 0.01, 0.99: 0.01, 1: 0.1} {
+		if got := bucketQuantile(before, after, q); got != want {
+			t.Errorf("quantile %v = %v, want %v", q, got, want)
+		}
+	}
+	if got := bucketQuantile(nil, map[float64]float64{}, 0.5); got != 0 {
+		t.Errorf("no buckets: %v, want 0", got)
 	}
 }
