@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -228,4 +229,55 @@ func liveHeap() uint64 {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	return m.HeapAlloc
+}
+
+// BenchmarkTargets is what one planner pass asks of the caches for 1,000 Deployments of one
+// namespace, 10 pods each (plus 7,500 pods of other workloads there): every target's state
+// and its pods. One op is all 1,000 lookups.
+func BenchmarkTargets(b *testing.B) {
+	const targets, perTarget = 1000, 10
+	objs := make([]k8sruntime.Object, 0, benchNodes+targets*(perTarget+1))
+	for i := range benchNodes {
+		objs = append(objs, benchNode(i))
+	}
+	for i := range benchPods / 20 { // one namespace's share of the other workloads
+		p := benchPod(i * 20)
+		p.Namespace = "fleet"
+		objs = append(objs, p)
+	}
+	for t := range targets {
+		name := fmt.Sprintf("loader-%04d", t)
+		labels := map[string]string{"app": name, "team": "crawl"}
+		one := int32(perTarget)
+		objs = append(objs, &appsv1.Deployment{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "fleet"},
+			Spec: appsv1.DeploymentSpec{Replicas: &one, Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": name}},
+				Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: benchPod(0).Spec}},
+		})
+		for i := range perTarget {
+			p := benchPod(benchPods + t*perTarget + i)
+			p.Namespace, p.Name, p.Labels = "fleet", fmt.Sprintf("%s-%d", name, i), labels
+			objs = append(objs, p)
+		}
+	}
+	c := syncedCluster(b, fake.NewSimpleClientset(objs...), false)
+	defer c.Close()
+	refs := make([]capacity.TargetRef, targets)
+	for t := range refs {
+		refs[t] = capacity.TargetRef{Namespace: "fleet", Kind: "Deployment", Name: fmt.Sprintf("loader-%04d", t)}
+	}
+	runtime.GC()
+	cpu0 := cpuTime()
+	for b.Loop() {
+		for _, ref := range refs {
+			st, err := c.Target(context.Background(), ref)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if len(st.Pods) != perTarget {
+				b.Fatalf("%s: %d pods, want %d", ref.Name, len(st.Pods), perTarget)
+			}
+		}
+	}
+	b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-ns/op")
 }

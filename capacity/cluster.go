@@ -137,6 +137,9 @@ func New(opts Options) (*Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("watch nodes: %w", err)
 	}
+	if err := c.pods.AddIndexers(cache.Indexers{labelIndex: podLabelKeys}); err != nil {
+		return nil, fmt.Errorf("index pods by label: %w", err)
+	}
 	podReg, err := c.pods.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { c.onPod(obj, false) },
 		UpdateFunc: func(_, obj any) { c.onPod(obj, false) },

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -297,6 +298,68 @@ func TestClusterFollowsPods(t *testing.T) {
 	g.createPod(podSpec{name: "f", cpu: "200m", mem: "100Mi", node: small})
 	g.createPod(podSpec{name: "g", cpu: "200m", mem: "100Mi", node: small})
 	eventually(t, "fit when small runs out of pod slots", wantFit(c, capacity.Footprint{MilliCPU: 100, Memory: 64 * mi}, cons, 18+0))
+}
+
+// A target's pods are those its selector matches in its namespace, whether the selector
+// names a label (read through the label index) or only expressions (the namespace scanned).
+func TestTargetPodsBySelector(t *testing.T) {
+	labtest.Short(t, "Kubernetes control plane")
+	k := kube(t)
+	g := newGroup(t, k, "selectors")
+	other := newGroup(t, k, "selectors-other")
+	c := startCluster(t, k, clusterOpts{})
+	for name, l := range map[string]map[string]string{
+		"p1": {"app": "a", "tier": "x"}, "p2": {"app": "a", "tier": "y"}, "p3": {"app": "b", "tier": "x"}, "p4": {"app": "c"},
+	} {
+		g.createPod(podSpec{name: name, labels: l})
+	}
+	other.createPod(podSpec{name: "q1", labels: map[string]string{"app": "a", "tier": "x"}})
+
+	tests := []struct {
+		name     string
+		selector metav1.LabelSelector
+		template map[string]string
+		want     []string
+	}{
+		{name: "one label", selector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "a"}},
+			template: map[string]string{"app": "a"}, want: []string{"p1", "p2"}},
+		{name: "two labels", selector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "a", "tier": "x"}},
+			template: map[string]string{"app": "a", "tier": "x"}, want: []string{"p1"}},
+		{name: "in two values", selector: metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "app", Operator: metav1.LabelSelectorOpIn, Values: []string{"a", "b"}}}},
+			template: map[string]string{"app": "a"}, want: []string{"p1", "p2", "p3"}},
+		{name: "in one value", selector: metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "app", Operator: metav1.LabelSelectorOpIn, Values: []string{"b"}}}},
+			template: map[string]string{"app": "b"}, want: []string{"p3"}},
+		{name: "exists", selector: metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "tier", Operator: metav1.LabelSelectorOpExists}}},
+			template: map[string]string{"tier": "x"}, want: []string{"p1", "p2", "p3"}},
+		{name: "label and not in", selector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "a"},
+			MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "tier", Operator: metav1.LabelSelectorOpNotIn, Values: []string{"y"}}}},
+			template: map[string]string{"app": "a", "tier": "x"}, want: []string{"p1"}},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			name := fmt.Sprintf("sel-%d", i)
+			dep := deployment(g.name, name, 0, tc.template, g.pod(podSpec{labels: tc.template}))
+			dep.Spec.Selector = &tc.selector
+			if _, err := g.c.AppsV1().Deployments(g.name).Create(t.Context(), dep, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			ref := capacity.TargetRef{Kind: "Deployment", Name: name, Namespace: g.name, APIVersion: "apps/v1"}
+			eventually(t, "pods of "+name, func() error {
+				st, err := c.Target(t.Context(), ref)
+				if err != nil {
+					return err
+				}
+				var got []string
+				for _, p := range st.Pods {
+					got = append(got, p.Name)
+				}
+				if !slices.Equal(got, tc.want) {
+					return fmt.Errorf("pods %v, want %v", got, tc.want)
+				}
+				return nil
+			})
+		})
+	}
 }
 
 func TestTargetDeploymentPendingUnschedulable(t *testing.T) {
