@@ -70,6 +70,9 @@ type Input struct {
 	// Busy is how many workers hold unacknowledged messages, when BusyKnown.
 	Busy      int32
 	BusyKnown bool
+	// BusyPending: which workers are busy is being read (asked for now, known at the next
+	// reading). A scale-down holds the current count until then.
+	BusyPending bool
 
 	// Fit is how many more workers of the target's footprint the cluster can place (this
 	// target's share of the free room when several targets compete). May be negative when the
@@ -105,6 +108,8 @@ type Decision struct {
 	Ready   int32
 	Depth   int64 // ready + unacked messages
 	Waited  time.Duration
+	// BusyPending: a scale-down held while the busy workers are read (Input.BusyPending).
+	BusyPending bool
 }
 
 // Decide computes how many workers the target should run. It is pure: same arguments, same
@@ -207,6 +212,8 @@ func scaleDown(p Policy, in Input, d Decision) Decision {
 		// Busy workers cannot be told from idle ones: hold until the queue has been empty for
 		// IdleAfter (handled by the caller's empty-queue branch).
 		want, limit = d.Current, LimitIdle
+	case in.BusyPending && !p.AllowBusyScaleDown:
+		want, limit, d.BusyPending = d.Current, LimitBusy, true
 	case in.BusyKnown && !p.AllowBusyScaleDown && in.Busy > want:
 		want, limit = min(in.Busy, d.Current), LimitBusy
 	case !in.BusyKnown && !p.AllowBusyScaleDown && min(max(in.Queue.Unacked, 0), int64(d.Current)) > int64(want):
@@ -275,6 +282,9 @@ func (d Decision) Explain() string {
 		}
 		return fmt.Sprintf("%d messages need %d, but in-flight work is invisible: holding %d until the queue is idle", d.Depth, d.Need, d.Replicas)
 	case LimitBusy:
+		if d.BusyPending {
+			return fmt.Sprintf("%d messages need %d: holding %d until the busy workers are read (next broker refresh)", d.Depth, d.Need, d.Replicas)
+		}
 		return fmt.Sprintf("%d messages need %d, but %d workers are busy: scaling down only to %d", d.Depth, d.Need, d.Busy, d.Replicas)
 	case LimitPending:
 		return fmt.Sprintf("%d messages need %d, but %d pods are Pending-unschedulable: holding %d", d.Depth, d.Need, d.Pending, d.Replicas)

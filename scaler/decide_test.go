@@ -144,6 +144,15 @@ func TestDecide(t *testing.T) {
 		{name: "busy workers unknown, policy allows: scale-down to need", policy: Policy{MessagesPerReplica: 10, AllowBusyScaleDown: true},
 			in:   Input{Queue: visible(0, 5), Current: 8, Ready: 8},
 			want: 1, wantLimit: LimitQueue, wantNeed: 1},
+		{name: "busy workers being read: hold", policy: Policy{MessagesPerReplica: 10},
+			in:   Input{Queue: visible(0, 5), Current: 8, Ready: 8, BusyPending: true},
+			want: 8, wantLimit: LimitBusy, wantNeed: 1},
+		{name: "busy workers being read, policy allows: scale-down to need", policy: Policy{MessagesPerReplica: 10, AllowBusyScaleDown: true},
+			in:   Input{Queue: visible(0, 5), Current: 8, Ready: 8, BusyPending: true},
+			want: 1, wantLimit: LimitQueue, wantNeed: 1},
+		{name: "busy workers being read, nothing in flight: to zero", policy: Policy{MessagesPerReplica: 10},
+			in:   Input{Queue: visible(0, 0), Current: 8, Ready: 8, BusyPending: true},
+			want: 0, wantLimit: LimitQueue},
 		{name: "busy floor never raises above current", policy: Policy{MessagesPerReplica: 10},
 			in:   Input{Queue: visible(0, 5), Current: 3, Ready: 3, Busy: 5, BusyKnown: true},
 			want: 3, wantLimit: LimitBusy, wantNeed: 1},
@@ -166,6 +175,9 @@ func TestDecide(t *testing.T) {
 			}
 			if e := got.Explain(); e == "" || strings.Contains(e, "%!") {
 				t.Errorf("Explain() = %q", e)
+			}
+			if e := got.Explain(); tc.in.BusyPending && got.Limit == LimitBusy && !strings.Contains(e, "until the busy workers are read") {
+				t.Errorf("Explain() = %q, want it to say the busy workers are being read", e)
 			}
 		})
 	}

@@ -573,12 +573,9 @@ func (s *Server) gather(ctx context.Context, e *entry, o *observation, now time.
 	} else {
 		e.busy = s.busyOf(cfg.Selector, w, snap)
 	}
-	in.Busy, in.BusyKnown = e.busy.floor, e.busy.known
-	if e.busy.pending {
-		// Asked for at this pass, read at the next refresh: hold the count until then rather
-		// than scale down blind to which workers are busy.
-		in.Busy, in.BusyKnown = in.Current, true
-	}
+	// Asked for at this pass, read at the next refresh: the scale-down holds until then
+	// rather than go ahead blind to which workers are busy.
+	in.Busy, in.BusyKnown, in.BusyPending = e.busy.floor, e.busy.known, e.busy.pending
 	if s.costs != nil && e.busy.known && w.Kind != "StatefulSet" {
 		in.Removable, in.RemovableKnown = removable(w.Pods, e.busy), true
 	}
