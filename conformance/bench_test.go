@@ -190,28 +190,53 @@ func brokerConnections(ctx context.Context) (int, error) {
 	return o.ObjectTotals.Connections, err
 }
 
+// scrapeMetrics returns the sample lines of a scaler replica's /metrics that start with
+// prefix.
+func scrapeMetrics(ctx context.Context, httpAddr, prefix string) ([]string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+httpAddr+"/metrics", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var out []string
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if line := sc.Text(); strings.HasPrefix(line, prefix) {
+			out = append(out, line)
+		}
+	}
+	return out, sc.Err()
+}
+
+// sampleValue is the value of one exposition sample line.
+func sampleValue(line string) (float64, error) {
+	fields := strings.Fields(line)
+	v, err := strconv.ParseFloat(fields[len(fields)-1], 64)
+	if err != nil {
+		return 0, fmt.Errorf("sample value in %q: %w", line, err)
+	}
+	return v, nil
+}
+
 // scalerBrokerRequests sums headroom_broker_requests_total over the scaler replicas.
 func scalerBrokerRequests(ctx context.Context) (float64, error) {
 	var total float64
 	for _, s := range stack.Scalers {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+s.HTTP+"/metrics", nil)
+		lines, err := scrapeMetrics(ctx, s.HTTP, "headroom_broker_requests_total")
 		if err != nil {
 			return 0, err
 		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return 0, err
-		}
-		sc := bufio.NewScanner(resp.Body)
-		for sc.Scan() {
-			line := sc.Text()
-			if strings.HasPrefix(line, "headroom_broker_requests_total") {
-				fields := strings.Fields(line)
-				v, _ := strconv.ParseFloat(fields[len(fields)-1], 64)
-				total += v
+		for _, line := range lines {
+			v, err := sampleValue(line)
+			if err != nil {
+				return 0, err
 			}
+			total += v
 		}
-		resp.Body.Close()
 	}
 	return total, nil
 }
@@ -459,17 +484,13 @@ func BenchmarkScalerServeGhz(b *testing.B) {
 // serverGetMetricsBuckets reads the cumulative bucket counts of the scaler's GetMetrics
 // latency histogram (successful calls), by upper bound in seconds.
 func serverGetMetricsBuckets() (map[float64]float64, error) {
-	resp, err := http.Get("http://" + stack.Scalers[0].HTTP + "/metrics")
+	lines, err := scrapeMetrics(context.Background(), stack.Scalers[0].HTTP, "headroom_grpc_request_duration_seconds_bucket{")
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
 	out := map[float64]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, "headroom_grpc_request_duration_seconds_bucket{") ||
-			!strings.Contains(line, `method="GetMetrics"`) || !strings.Contains(line, `code="OK"`) {
+	for _, line := range lines {
+		if !strings.Contains(line, `method="GetMetrics"`) || !strings.Contains(line, `code="OK"`) {
 			continue
 		}
 		i := strings.Index(line, `le="`)
@@ -478,14 +499,11 @@ func serverGetMetricsBuckets() (map[float64]float64, error) {
 		if err != nil {
 			return nil, fmt.Errorf("bucket bound in %q: %w", line, err)
 		}
-		fields := strings.Fields(line)
-		v, err := strconv.ParseFloat(fields[len(fields)-1], 64)
-		if err != nil {
-			return nil, fmt.Errorf("bucket count in %q: %w", line, err)
+		if out[le], err = sampleValue(line); err != nil {
+			return nil, err
 		}
-		out[le] = v
 	}
-	return out, sc.Err()
+	return out, nil
 }
 
 // bucketQuantile is the upper bound of the first bucket holding quantile q of the calls

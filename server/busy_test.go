@@ -167,14 +167,7 @@ func TestConsumersReadOnlyForScaleDown(t *testing.T) {
 	}
 	md := map[string]string{"queue": q, "stepPods": "100"}
 	e.cluster.add("default", "w", server.Workload{Current: 2, Ready: 2, Fit: 10, Pods: pods}, md)
-	var v float64
-	var err error
-	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if v, err = e.metric(t, ref("default", "w", md)); err == nil && v == 12 {
-			break
-		}
-	}
-	if v != 12 {
+	if v, err := e.metricBecomes(t, ref("default", "w", md), 12, 15*time.Second); v != 12 {
 		t.Fatalf("GetMetrics = %v, %v; want 12 (2 + 10 that fit)", v, err)
 	}
 	// Consumers asked for while the first readings lagged (an empty queue looks like a
@@ -188,13 +181,8 @@ func TestConsumersReadOnlyForScaleDown(t *testing.T) {
 	if err := e.broker.Admin().PurgeQueue(t.Context(), "/", q); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if v, _ = e.metric(t, ref("default", "w", md)); v == 0 {
-			break
-		}
-	}
-	if v != 0 {
-		t.Fatalf("GetMetrics = %v after the queue drained (no consumer holds anything), want 0", v)
+	if v, err := e.metricBecomes(t, ref("default", "w", md), 0, 15*time.Second); err != nil || v != 0 {
+		t.Fatalf("GetMetrics = %v, %v after the queue drained (no consumer holds anything), want 0", v, err)
 	}
 	if n := perRefresh(t, e, 10*testRefresh); n < 2.5 || n > 3.5 {
 		t.Errorf("%.2f broker requests per refresh while scaling down, want 3 (queues, consumers, channels)", n)

@@ -151,6 +151,20 @@ func (e *env) metric(t *testing.T, r *pb.ScaledObjectRef) (float64, error) {
 	return 0, err
 }
 
+// metricBecomes calls metric until it answers want, for at most within, and returns the
+// last answer: the value (or error) to report when want never came.
+func (e *env) metricBecomes(t *testing.T, r *pb.ScaledObjectRef, want float64, within time.Duration) (float64, error) {
+	t.Helper()
+	var v float64
+	var err error
+	for deadline := time.Now().Add(within); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if v, err = e.metric(t, r); err == nil && v == want {
+			break
+		}
+	}
+	return v, err
+}
+
 func TestGetMetricsFollowsQueueBoundedByFit(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	q := e.queue(t, "jobs")
@@ -302,14 +316,7 @@ func TestStepWaitKeepsItsPart(t *testing.T) {
 	}
 	e.cluster.set("heavy", server.Workload{Current: 1, Ready: 1, Fit: 5})
 	e.cluster.set("light", server.Workload{Current: 2, Ready: 2, Fit: 5})
-	var a float64
-	var err error
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if a, err = e.metric(t, ref("default", "heavy", mda)); err == nil && a == 6 {
-			break
-		}
-	}
-	if a != 6 {
+	if a, err := e.metricBecomes(t, ref("default", "heavy", mda), 6, 10*time.Second); a != 6 {
 		t.Fatalf("heavy = %v (%v) once Ready, want 6", a, err)
 	}
 }
@@ -363,13 +370,7 @@ func TestUnreadTriggerReservesItsPart(t *testing.T) {
 	e.cluster.set("light", server.Workload{Current: 2, Ready: 2, Fit: 6})
 	e.cluster.set("heavy", server.Workload{Current: 0, Fit: 6})
 	pending.hold.Store(false)
-	var b float64
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if b, err = e.metric(t, ref("default", "heavy", mdb)); err == nil && b == 6 {
-			break
-		}
-	}
-	if b != 6 {
+	if b, err := e.metricBecomes(t, ref("default", "heavy", mdb), 6, 10*time.Second); b != 6 {
 		t.Fatalf("heavy = %v (%v) once read, want 6", b, err)
 	}
 	if a, err := e.metric(t, ref("default", "light", mda)); err != nil || a != 2 {
