@@ -79,6 +79,15 @@ type Cluster struct {
 	soMu     sync.Mutex
 	soInf    cache.SharedIndexInformer
 	soSynced cache.InformerSynced
+	// soVersion counts ScaledObject events; soList is the parsed, sorted list as of
+	// soListAt, and soParsed each object's parse by namespace/name with its resourceVersion.
+	soVersion atomic.Uint64
+	soList    []ScaledObject
+	soListAt  uint64
+	soParsed  map[soKey]parsedScaledObject
+
+	tmplMu sync.Mutex
+	tmpl   map[TargetRef]templateMemo // what each target's workload template says
 
 	mu     sync.RWMutex
 	state  map[string]*nodeState // by node name

@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/util/retry"
 	metricsclient "k8s.io/metrics/pkg/client/clientset/versioned"
 
 	"github.com/headroom-autoscaler/headroom/capacity"
@@ -437,6 +438,40 @@ func TestTargetDeploymentPendingUnschedulable(t *testing.T) {
 		return nil
 	})
 	eventually(t, "room for 2 more after scale-down", wantFit(c, st.Footprint, st.Constraints, 2))
+
+	// A new template is read again: what was derived from the old one is not kept.
+	err = retry.RetryOnConflict(retry.DefaultRetry, func() error { // the controllers write it too
+		d, err := g.c.AppsV1().Deployments(g.name).Get(t.Context(), "worker", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		d.Spec.Template.Spec.Containers[0].Resources.Requests[corev1.ResourceCPU] = resource.MustParse("250m")
+		_, err = g.c.AppsV1().Deployments(g.name).Update(t.Context(), d, metav1.UpdateOptions{})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the new template's footprint", func() error {
+		st, err := c.Target(t.Context(), ref)
+		if err != nil {
+			return err
+		}
+		if want := (capacity.Footprint{MilliCPU: 250, Memory: 256 * mi}); st.Footprint != want {
+			return fmt.Errorf("Footprint = %+v, want %+v", st.Footprint, want)
+		}
+		return nil
+	})
+	// A deleted workload is not found, whatever was derived from it before.
+	if err := g.c.AppsV1().Deployments(g.name).Delete(t.Context(), "worker", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the deleted workload not found", func() error {
+		if _, err := c.Target(t.Context(), ref); !errors.Is(err, capacity.ErrNotFound) {
+			return fmt.Errorf("Target error = %v, want %v", err, capacity.ErrNotFound)
+		}
+		return nil
+	})
 }
 
 func TestTargetErrors(t *testing.T) {

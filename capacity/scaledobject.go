@@ -64,21 +64,38 @@ func (s ScaledObject) TriggersFor(addresses []string) []Trigger {
 }
 
 // ScaledObjects returns every ScaledObject in the cache, sorted by namespace and name.
-// Without the CRD installed (or without a dynamic client) the list is empty.
+// Without the CRD installed (or without a dynamic client) the list is empty. The list and
+// what it holds are shared by every caller until a ScaledObject changes: read them, do not
+// modify them. An object is parsed again only when its resourceVersion changes, so a planner
+// pass over 1,000 unchanged ScaledObjects parses none.
 func (c *Cluster) ScaledObjects() []ScaledObject {
 	c.soMu.Lock()
-	inf := c.soInf
-	c.soMu.Unlock()
-	if inf == nil {
+	defer c.soMu.Unlock()
+	if c.soInf == nil {
 		return nil
 	}
-	var out []ScaledObject
-	for _, obj := range inf.GetStore().List() {
+	// The informer updates its store before it runs the handlers that count versions: a
+	// list taken after reading v holds at least what v counted, and a later event moves the
+	// version past v, so the next call lists again.
+	v := c.soVersion.Load()
+	if c.soList != nil && c.soListAt == v {
+		return c.soList
+	}
+	objs := c.soInf.GetStore().List()
+	out := make([]ScaledObject, 0, len(objs))
+	parsed := make(map[soKey]parsedScaledObject, len(objs))
+	for _, obj := range objs {
 		u, ok := obj.(*unstructured.Unstructured)
 		if !ok {
 			continue
 		}
-		out = append(out, parseScaledObject(u))
+		k := soKey{u.GetNamespace(), u.GetName()}
+		p, ok := c.soParsed[k]
+		if !ok || p.resourceVersion != u.GetResourceVersion() {
+			p = parsedScaledObject{resourceVersion: u.GetResourceVersion(), so: parseScaledObject(u)}
+		}
+		parsed[k] = p
+		out = append(out, p.so)
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].Namespace != out[j].Namespace {
@@ -86,7 +103,30 @@ func (c *Cluster) ScaledObjects() []ScaledObject {
 		}
 		return out[i].Name < out[j].Name
 	})
+	c.soList, c.soListAt, c.soParsed = out, v, parsed
 	return out
+}
+
+type soKey struct{ namespace, name string }
+
+type parsedScaledObject struct {
+	resourceVersion string
+	so              ScaledObject
+}
+
+// LookupScaledObject returns the ScaledObject namespace/name from the cache.
+func (c *Cluster) LookupScaledObject(namespace, name string) (ScaledObject, bool) {
+	list := c.ScaledObjects()
+	i, ok := sort.Find(len(list), func(i int) int {
+		if c := strings.Compare(namespace, list[i].Namespace); c != 0 {
+			return c
+		}
+		return strings.Compare(name, list[i].Name)
+	})
+	if !ok {
+		return ScaledObject{}, false
+	}
+	return list[i], true
 }
 
 // ScaledObjectsFor returns the ScaledObjects with at least one trigger pointing at
@@ -175,9 +215,9 @@ func (c *Cluster) startScaledObjects(ctx context.Context) bool {
 		_ = inf.SetTransform(c.dynTf)
 	}
 	reg, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { c.version.Add(1) },
-		UpdateFunc: func(any, any) { c.version.Add(1) },
-		DeleteFunc: func(any) { c.version.Add(1) },
+		AddFunc:    func(any) { c.soVersion.Add(1); c.version.Add(1) },
+		UpdateFunc: func(any, any) { c.soVersion.Add(1); c.version.Add(1) },
+		DeleteFunc: func(any) { c.soVersion.Add(1); c.version.Add(1) },
 	})
 	if err != nil {
 		return false

@@ -116,6 +116,31 @@ func TestScaledObjectsDiscovered(t *testing.T) {
 	if !c.Synced() {
 		t.Error("Synced = false with the ScaledObject informer running")
 	}
+	// Nothing changed: the same parsed list again, not a new parse.
+	if a, b := c.ScaledObjects(), c.ScaledObjects(); len(a) == 0 || &a[0] != &b[0] {
+		t.Error("ScaledObjects parsed the cache again with nothing changed")
+	}
+	// A change is seen, by the list and by a lookup.
+	pull, err := dc.Resource(capacity.ScaledObjectResource).Namespace(g.name).Get(t.Context(), "pull", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unstructured.SetNestedField(pull.Object, int64(30), "spec", "maxReplicaCount"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dc.Resource(capacity.ScaledObjectResource).Namespace(g.name).Update(t.Context(), pull, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "updated ScaledObject", func() error {
+		so, ok := c.LookupScaledObject(g.name, "pull")
+		if !ok || so.MaxReplicas != 30 {
+			return fmt.Errorf("LookupScaledObject(pull) = %+v, %v; want maxReplicas 30", so, ok)
+		}
+		return nil
+	})
+	if _, ok := c.LookupScaledObject(g.name, "absent"); ok {
+		t.Error("LookupScaledObject found a ScaledObject that does not exist")
+	}
 	// Deleting one is seen.
 	if err := dc.Resource(capacity.ScaledObjectResource).Namespace(g.name).Delete(t.Context(), "push", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
@@ -125,6 +150,9 @@ func TestScaledObjectsDiscovered(t *testing.T) {
 			if so.Namespace == g.name && so.Name == "push" {
 				return fmt.Errorf("push still listed")
 			}
+		}
+		if _, ok := c.LookupScaledObject(g.name, "push"); ok {
+			return fmt.Errorf("push still found by LookupScaledObject")
 		}
 		return nil
 	})

@@ -81,15 +81,17 @@ func (c *Cluster) Target(ctx context.Context, ref TargetRef) (TargetState, error
 		case "Deployment":
 			d, err := c.factory.Apps().V1().Deployments().Lister().Deployments(ref.Namespace).Get(ref.Name)
 			if err != nil {
+				c.forgetTemplate(ref)
 				return TargetState{}, notFound(ref, err)
 			}
-			return c.fromTemplate(ref, replicas(d.Spec.Replicas), d.Status.ReadyReplicas, d.Spec.Selector, &d.Spec.Template)
+			return c.fromTemplate(ref, d, replicas(d.Spec.Replicas), d.Status.ReadyReplicas, d.Spec.Selector, &d.Spec.Template)
 		case "StatefulSet":
 			s, err := c.factory.Apps().V1().StatefulSets().Lister().StatefulSets(ref.Namespace).Get(ref.Name)
 			if err != nil {
+				c.forgetTemplate(ref)
 				return TargetState{}, notFound(ref, err)
 			}
-			return c.fromTemplate(ref, replicas(s.Spec.Replicas), s.Status.ReadyReplicas, s.Spec.Selector, &s.Spec.Template)
+			return c.fromTemplate(ref, s, replicas(s.Spec.Replicas), s.Status.ReadyReplicas, s.Spec.Selector, &s.Spec.Template)
 		}
 	}
 	return c.viaScale(ctx, ref, gv)
@@ -116,18 +118,68 @@ func notFound(ref TargetRef, err error) error {
 	return fmt.Errorf("target %s: %w", ref, err)
 }
 
-func (c *Cluster) fromTemplate(ref TargetRef, spec, ready int32, sel *metav1.LabelSelector, tmpl *corev1.PodTemplateSpec) (TargetState, error) {
+// fromTemplate reads a target from its workload object obj (nil when it was not read from a
+// cache): the replica counts, what its selector and template say, and its pods.
+func (c *Cluster) fromTemplate(ref TargetRef, obj any, spec, ready int32, sel *metav1.LabelSelector, tmpl *corev1.PodTemplateSpec) (TargetState, error) {
+	info, err := c.templateOf(ref, obj, sel, tmpl)
+	if err != nil {
+		return TargetState{}, err
+	}
+	st := TargetState{Spec: spec, Ready: ready, Footprint: info.footprint, Limits: info.limits, Constraints: info.constraints}
+	st.Pods, st.PendingUnschedulable = c.podsOf(ref.Namespace, info.selector)
+	return st, nil
+}
+
+// templateInfo is what one version of a workload's selector and pod template say.
+type templateInfo struct {
+	selector          labels.Selector
+	footprint, limits Footprint
+	constraints       Constraints
+}
+
+type templateMemo struct {
+	obj  any // the cached workload object the info was derived from
+	info templateInfo
+}
+
+// templateOf derives a target's selector, footprint and constraints, once per version of its
+// workload: an object in an informer cache is never modified, a change replaces it, so the
+// object's identity says whether the derivation still holds. A planner pass reads every
+// target, and most workloads change far less often than that.
+func (c *Cluster) templateOf(ref TargetRef, obj any, sel *metav1.LabelSelector, tmpl *corev1.PodTemplateSpec) (templateInfo, error) {
+	if obj != nil {
+		c.tmplMu.Lock()
+		m, ok := c.tmpl[ref]
+		c.tmplMu.Unlock()
+		if ok && m.obj == obj {
+			return m.info, nil
+		}
+	}
 	selector, err := metav1.LabelSelectorAsSelector(sel)
 	if err != nil {
-		return TargetState{}, fmt.Errorf("target %s: selector: %w", ref, err)
+		return templateInfo{}, fmt.Errorf("target %s: selector: %w", ref, err)
 	}
-	st := TargetState{Spec: spec, Ready: ready}
+	info := templateInfo{selector: selector}
 	if tmpl != nil {
-		st.Footprint, st.Limits = TemplateFootprint(&tmpl.Spec)
-		st.Constraints = TemplateConstraints(&tmpl.Spec)
+		info.footprint, info.limits = TemplateFootprint(&tmpl.Spec)
+		info.constraints = TemplateConstraints(&tmpl.Spec)
 	}
-	st.Pods, st.PendingUnschedulable = c.podsOf(ref.Namespace, selector)
-	return st, nil
+	if obj != nil {
+		c.tmplMu.Lock()
+		if c.tmpl == nil {
+			c.tmpl = map[TargetRef]templateMemo{}
+		}
+		c.tmpl[ref] = templateMemo{obj: obj, info: info}
+		c.tmplMu.Unlock()
+	}
+	return info, nil
+}
+
+// forgetTemplate drops what was derived for a target whose workload is gone.
+func (c *Cluster) forgetTemplate(ref TargetRef) {
+	c.tmplMu.Lock()
+	delete(c.tmpl, ref)
+	c.tmplMu.Unlock()
 }
 
 // labelIndex indexes pods by "namespace/key=value" for each of their labels.

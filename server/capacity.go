@@ -52,13 +52,12 @@ func (c *Capacity) ScaledObject(namespace, name string) (ScaledObject, error) {
 	if !c.Cluster.Synced() {
 		return ScaledObject{}, ErrNotSynced
 	}
-	for _, so := range c.Cluster.ScaledObjects() {
-		if so.Namespace == namespace && so.Name == name {
-			s, _ := c.convert(so)
-			return s, nil
-		}
+	so, ok := c.Cluster.LookupScaledObject(namespace, name)
+	if !ok {
+		return ScaledObject{}, ErrNotFound
 	}
-	return ScaledObject{}, ErrNotFound
+	s, _ := c.convert(so)
+	return s, nil
 }
 
 func (c *Capacity) convert(so capacity.ScaledObject) (ScaledObject, bool) {
