@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -247,11 +248,11 @@ type poller struct {
 	metric string
 }
 
-// round polls every scaler once with 32 concurrent pollers, as KEDA's polling loops would,
+// round polls every scaler once with n concurrent pollers, as KEDA's polling loops would,
 // and returns the wall time and each call's latency.
-func round(ctx context.Context, ps []poller) (time.Duration, []time.Duration, error) {
+func round(ctx context.Context, ps []poller, n int) (time.Duration, []time.Duration, error) {
 	lat := make([]time.Duration, len(ps))
-	errs := make([]error, pollers)
+	errs := make([]error, n)
 	next := make(chan int, len(ps))
 	for i := range ps {
 		next <- i
@@ -259,7 +260,7 @@ func round(ctx context.Context, ps []poller) (time.Duration, []time.Duration, er
 	close(next)
 	start := time.Now()
 	var wg sync.WaitGroup
-	for w := 0; w < pollers; w++ {
+	for w := 0; w < n; w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -283,43 +284,86 @@ func round(ctx context.Context, ps []poller) (time.Duration, []time.Duration, er
 	return wall, lat, nil
 }
 
-// runRounds runs b.N poll rounds and reports per-round and per-call figures with the broker's
-// CPU and request costs.
-func runRounds(b *testing.B, ps []poller, scalerSide bool) {
+// concurrencies are the numbers of concurrent pollers each benchmark runs with: KEDA's
+// (many ScaledObjects polled at once), and one, for what a single call costs when it does not
+// wait for others.
+var concurrencies = []int{pollers, 1}
+
+// eachConcurrency runs poll as one sub-benchmark per entry of concurrencies.
+func eachConcurrency(b *testing.B, poll func(b *testing.B, n int)) {
+	for _, n := range concurrencies {
+		b.Run(fmt.Sprintf("pollers=%d", n), func(b *testing.B) { poll(b, n) })
+	}
+}
+
+// runRounds runs b.N poll rounds with n concurrent pollers and reports per-round and per-call
+// figures with the broker's CPU and request costs.
+func runRounds(b *testing.B, ps []poller, n int, scalerSide bool) {
 	ctx := context.Background()
 	// One warm-up round: connection setup and first reads are not what a steady poll costs.
-	if _, _, err := round(ctx, ps); err != nil {
+	if _, _, err := round(ctx, ps, n); err != nil {
 		b.Fatal(err)
 	}
-	measure(b, scalerSide, func() (int, time.Duration, []time.Duration) {
+	measure(b, scalerSide, func() (int, time.Duration, []time.Duration, time.Duration) {
 		var all []time.Duration
 		var walls time.Duration
+		cpu0 := selfCPU()
 		for i := 0; i < b.N; i++ {
-			wall, lat, err := round(ctx, ps)
+			wall, lat, err := round(ctx, ps, n)
 			if err != nil {
 				b.Fatal(err)
 			}
 			walls += wall
 			all = append(all, lat...)
 		}
-		return b.N, walls, all
+		return b.N, walls, all, selfCPU() - cpu0
 	})
 }
 
+// selfCPU is this process's CPU time so far (user + system): KEDA's code polling.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// scalerCPU sums process_cpu_seconds_total over the scaler replicas.
+func scalerCPU(ctx context.Context) (time.Duration, error) {
+	var total float64
+	for _, s := range stack.Scalers {
+		lines, err := scrapeMetrics(ctx, s.HTTP, "process_cpu_seconds_total ")
+		if err != nil {
+			return 0, err
+		}
+		if len(lines) != 1 {
+			return 0, fmt.Errorf("scaler %s: %d process_cpu_seconds_total samples, want 1", s.HTTP, len(lines))
+		}
+		v, err := sampleValue(lines[0])
+		if err != nil {
+			return 0, err
+		}
+		total += v
+	}
+	return time.Duration(total * float64(time.Second)), nil
+}
+
 // measure runs load, which polls whole rounds and returns how many rounds ran while it
-// held the timer, the wall time of the rounds it reports, and those rounds' call latencies,
-// and reports them with the broker's CPU and connections and, for the scaler, its broker
-// requests over the same time.
-func measure(b *testing.B, scalerSide bool, load func() (rounds int, walls time.Duration, lat []time.Duration)) {
+// held the timer, the wall time of the rounds it reports, those rounds' call latencies and
+// the CPU the polling client used, and reports them with the broker's CPU and connections
+// and, for the scaler, its own CPU and its broker requests over the same time.
+func measure(b *testing.B, scalerSide bool, load func() (rounds int, walls time.Duration, lat []time.Duration, clientCPU time.Duration)) {
 	ctx := context.Background()
 	cpu0, err := brokerCPU(ctx)
 	if err != nil {
 		b.Fatal(err)
 	}
 	req0, _ := scalerBrokerRequests(ctx)
+	scaler0, _ := scalerCPU(ctx)
 	b.ResetTimer()
 	start := time.Now()
-	rounds, walls, all := load()
+	rounds, walls, all, client := load()
 	elapsed := time.Since(start)
 	b.StopTimer()
 	cpu1, err := brokerCPU(ctx)
@@ -335,16 +379,21 @@ func measure(b *testing.B, scalerSide bool, load func() (rounds int, walls time.
 	}
 	slices.Sort(all)
 	pct := func(p float64) float64 { return float64(all[int(p*float64(len(all)-1))].Microseconds()) / 1000 }
+	perRound := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 / float64(rounds) }
 	reported := len(all) / fleetSize
 	b.ReportMetric(float64(walls.Microseconds())/1000/float64(reported), "ms/round")
 	b.ReportMetric(pct(0.50), "p50-ms/call")
 	b.ReportMetric(pct(0.99), "p99-ms/call")
-	b.ReportMetric(float64((cpu1-cpu0).Milliseconds())/float64(rounds), "broker-cpu-ms/round")
+	b.ReportMetric(perRound(cpu1-cpu0), "broker-cpu-ms/round")
 	b.ReportMetric(float64((cpu1-cpu0).Milliseconds())/elapsed.Seconds(), "broker-cpu-ms/s")
 	b.ReportMetric(float64(conns), "broker-conns")
+	b.ReportMetric(perRound(client), "client-cpu-ms/round")
 	if scalerSide {
 		req1, _ := scalerBrokerRequests(ctx)
 		b.ReportMetric((req1-req0)/elapsed.Seconds(), "broker-req/s")
+		if scaler1, err := scalerCPU(ctx); err == nil {
+			b.ReportMetric(perRound(scaler1-scaler0), "scaler-cpu-ms/round")
+		}
 	}
 }
 
@@ -377,14 +426,15 @@ func benchKEDARabbitMQ(b *testing.B, protocol string) {
 		specs := s.GetMetricSpecForScaling(context.Background())
 		ps[i] = poller{s: s, metric: specs[0].External.Metric.Name}
 	}
-	runRounds(b, ps, false)
+	eachConcurrency(b, func(b *testing.B, n int) { runRounds(b, ps, n, false) })
 }
 
 // BenchmarkScalerServe polls `scaler serve` through KEDA's external-scaler client (what the
 // operator runs): GetMetrics and IsActive per ScaledObject per poll, over one shared gRPC
 // connection, answered from the scaler's snapshot.
 func BenchmarkScalerServe(b *testing.B) {
-	runRounds(b, externalPollers(b), true)
+	ps := externalPollers(b)
+	eachConcurrency(b, func(b *testing.B, n int) { runRounds(b, ps, n, true) })
 }
 
 // externalPollers is one KEDA external scaler per ScaledObject of the fleet, returned once
@@ -407,7 +457,7 @@ func externalPollers(b *testing.B) []poller {
 	}
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
-		_, _, err := round(context.Background(), ps)
+		_, _, err := round(context.Background(), ps, pollers)
 		if err == nil {
 			return ps
 		}
@@ -418,12 +468,66 @@ func externalPollers(b *testing.B) []poller {
 	}
 }
 
+// BenchmarkScalerIdle is what the scaler costs while nobody polls it, with the 1,000
+// ScaledObjects listed and their queues refreshed: its CPU per second, its planning passes
+// per second (each over every ScaledObject) and how long one takes. Each b.N is one second.
+func BenchmarkScalerIdle(b *testing.B) {
+	externalPollers(b)
+	ctx := context.Background()
+	// passes reads the planner's pass-duration histogram: how many passes, how long in all.
+	passes := func() (n, seconds float64) {
+		lines, err := scrapeMetrics(ctx, stack.Scalers[0].HTTP, "headroom_plan_duration_seconds_")
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, line := range lines {
+			v, err := sampleValue(line)
+			if err != nil {
+				b.Fatal(err)
+			}
+			switch {
+			case strings.HasPrefix(line, "headroom_plan_duration_seconds_count "):
+				n = v
+			case strings.HasPrefix(line, "headroom_plan_duration_seconds_sum "):
+				seconds = v
+			}
+		}
+		return n, seconds
+	}
+	cpu0, err := scalerCPU(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	n0, s0 := passes()
+	b.ResetTimer()
+	start := time.Now()
+	profiled := profileScaler(b)
+	time.Sleep(time.Duration(b.N) * time.Second)
+	elapsed := time.Since(start)
+	b.StopTimer()
+	if err := <-profiled; err != nil {
+		b.Errorf("profile the scaler: %v", err)
+	}
+	cpu1, err := scalerCPU(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	n1, s1 := passes()
+	if n1 == n0 {
+		b.Fatalf("no planning pass in %s", elapsed)
+	}
+	b.ReportMetric(float64((cpu1-cpu0).Milliseconds())/elapsed.Seconds(), "scaler-cpu-ms/s")
+	b.ReportMetric((n1-n0)/elapsed.Seconds(), "passes/s")
+	b.ReportMetric((s1-s0)*1000/(n1-n0), "ms/pass")
+}
+
 // BenchmarkScalerServeGhz polls the scaler replica's gRPC port directly with ghz, a gRPC
-// load tool built from the module proxy at a pinned version: 32 concurrent workers on one
+// load tool built from the module proxy at a pinned version: n concurrent workers on one
 // connection, GetMetrics for the 1,000 ScaledObjects in turn, (b.N + 1) × 1,000 calls in one
 // run. The first 1,000 warm the connection and are not reported; each later 1,000 is a
 // round, whose wall time runs from the end of the previous round's last call to the end of
-// its own.
+// its own. ghz runs without its per-call templates (the requests are fixed): with them, it
+// spent more CPU building each call than the scaler spent answering it.
 func BenchmarkScalerServeGhz(b *testing.B) {
 	externalPollers(b)
 	ghz := ghzBinary(b)
@@ -445,40 +549,43 @@ func BenchmarkScalerServeGhz(b *testing.B) {
 	if err := os.WriteFile(dataFile, data, 0o600); err != nil {
 		b.Fatal(err)
 	}
-	before, err := serverGetMetricsBuckets()
-	if err != nil {
-		b.Fatal(err)
-	}
-	measure(b, true, func() (int, time.Duration, []time.Duration) {
-		rounds := b.N + 1
-		cmd := exec.Command(ghz, "--insecure", "--proto", filepath.Join("..", "proto", "externalscaler.proto"),
-			"--call", "externalscaler.ExternalScaler.GetMetrics", "--data-file", dataFile,
-			"--concurrency", strconv.Itoa(pollers), "--connections", "1", "--total", strconv.Itoa(rounds*fleetSize),
-			"--timeout", "10s", "--format", "json", stack.Scalers[0].GRPC)
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		profiled := profileScaler(b)
-		out, err := cmd.Output()
-		if err != nil {
-			b.Fatalf("ghz: %v\n%s", err, stderr.String())
-		}
-		if err := <-profiled; err != nil {
-			b.Errorf("profile the scaler: %v", err)
-		}
-		walls, lat, err := ghzRounds(out, rounds)
+	eachConcurrency(b, func(b *testing.B, n int) {
+		before, err := serverGetMetricsBuckets()
 		if err != nil {
 			b.Fatal(err)
 		}
-		return rounds, walls, lat
+		measure(b, true, func() (int, time.Duration, []time.Duration, time.Duration) {
+			rounds := b.N + 1
+			cmd := exec.Command(ghz, "--insecure", "--proto", filepath.Join("..", "proto", "externalscaler.proto"),
+				"--call", "externalscaler.ExternalScaler.GetMetrics", "--data-file", dataFile,
+				"--concurrency", strconv.Itoa(n), "--connections", "1", "--total", strconv.Itoa(rounds*fleetSize),
+				"--timeout", "10s", "--disable-template-functions", "--disable-template-data",
+				"--format", "json", stack.Scalers[0].GRPC)
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			profiled := profileScaler(b)
+			out, err := cmd.Output()
+			if err != nil {
+				b.Fatalf("ghz: %v\n%s", err, stderr.String())
+			}
+			if err := <-profiled; err != nil {
+				b.Errorf("profile the scaler: %v", err)
+			}
+			walls, lat, err := ghzRounds(out, rounds)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return rounds, walls, lat, cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+		})
+		after, err := serverGetMetricsBuckets()
+		if err != nil {
+			b.Fatal(err)
+		}
+		// The scaler's own view of the same calls: from the request's arrival in the handler
+		// chain to its answer, without the network, the client or the wait for a CPU before.
+		b.ReportMetric(bucketQuantile(before, after, 0.50)*1000, "server-p50-ms")
+		b.ReportMetric(bucketQuantile(before, after, 0.99)*1000, "server-p99-ms")
 	})
-	after, err := serverGetMetricsBuckets()
-	if err != nil {
-		b.Fatal(err)
-	}
-	// The scaler's own view of the same calls: from the request's arrival in the handler
-	// chain to its answer, without the network, the client or the wait for a CPU before.
-	b.ReportMetric(bucketQuantile(before, after, 0.50)*1000, "server-p50-ms")
-	b.ReportMetric(bucketQuantile(before, after, 0.99)*1000, "server-p99-ms")
 }
 
 // serverGetMetricsBuckets reads the cumulative bucket counts of the scaler's GetMetrics
