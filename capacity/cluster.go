@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -16,6 +19,7 @@ import (
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
+	appslisters "k8s.io/client-go/listers/apps/v1"
 	"k8s.io/client-go/tools/cache"
 	metricsclient "k8s.io/metrics/pkg/client/clientset/versioned"
 )
@@ -69,16 +73,20 @@ func (o Options) Validate() error {
 // shared informer factory and answers fit and target queries from memory. Per-node requested
 // resources are kept up to date by pod events, so a query never walks the pods.
 type Cluster struct {
-	opts     Options
-	factory  informers.SharedInformerFactory
-	nodes    cache.SharedIndexInformer
-	pods     cache.SharedIndexInformer
-	synced   []cache.InformerSynced
-	dynamic  dynamicinformer.DynamicSharedInformerFactory
-	dynTf    cache.TransformFunc
-	soMu     sync.Mutex
-	soInf    cache.SharedIndexInformer
-	soSynced cache.InformerSynced
+	opts    Options
+	factory informers.SharedInformerFactory
+	nodes   cache.SharedIndexInformer
+	pods    cache.SharedIndexInformer
+	// Listers over the workload caches, made once: the factory's accessors look the informer
+	// up on every call.
+	deployments  appslisters.DeploymentLister
+	statefulSets appslisters.StatefulSetLister
+	synced       []cache.InformerSynced
+	dynamic      dynamicinformer.DynamicSharedInformerFactory
+	dynTf        cache.TransformFunc
+	soMu         sync.Mutex
+	soInf        cache.SharedIndexInformer
+	soSynced     cache.InformerSynced
 	// soVersion counts ScaledObject events; soList is the parsed, sorted list as of
 	// soListAt, and soParsed each object's parse by namespace/name with its resourceVersion.
 	soVersion atomic.Uint64
@@ -137,6 +145,8 @@ func New(opts Options) (*Cluster, error) {
 	c.pods = c.factory.Core().V1().Pods().Informer()
 	deps := c.factory.Apps().V1().Deployments().Informer()
 	sts := c.factory.Apps().V1().StatefulSets().Informer()
+	c.deployments = appslisters.NewDeploymentLister(deps.GetIndexer())
+	c.statefulSets = appslisters.NewStatefulSetLister(sts.GetIndexer())
 
 	nodeReg, err := c.nodes.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { c.onNode(obj, false) },
@@ -158,8 +168,12 @@ func New(opts Options) (*Cluster, error) {
 		return nil, fmt.Errorf("watch pods: %w", err)
 	}
 	bump := cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { c.version.Add(1) },
-		UpdateFunc: func(any, any) { c.version.Add(1) },
+		AddFunc: func(any) { c.version.Add(1) },
+		UpdateFunc: func(oldObj, newObj any) {
+			if workloadChanged(oldObj, newObj) {
+				c.version.Add(1)
+			}
+		},
 		DeleteFunc: func(any) { c.version.Add(1) },
 	}
 	depReg, err := deps.AddEventHandler(bump)
@@ -280,13 +294,42 @@ func (c *Cluster) onNode(obj any, deleted bool) {
 			st = &nodeState{}
 			c.state[n.Name] = st
 		}
-		st.node = nodeFromAPI(n)
+		node := nodeFromAPI(n)
+		if st.present && sameNode(st.node, node) {
+			// A heartbeat: nothing a fit reads changed, so nothing needs planning again.
+			st.node = node
+			return
+		}
+		st.node = node
 		if !st.present {
 			st.present, st.index = true, len(c.list)
 			c.list = append(c.list, st)
 		}
 	}
 	c.version.Add(1)
+}
+
+// sameNode reports whether two readings of a node agree on everything a fit reads.
+func sameNode(a, b Node) bool {
+	return a.Name == b.Name && a.Schedulable == b.Schedulable && a.Allocatable == b.Allocatable &&
+		maps.Equal(a.Labels, b.Labels) && slices.Equal(a.Taints, b.Taints)
+}
+
+// workloadChanged reports whether an update of a Deployment or StatefulSet changed what a
+// target reads: its generation (spec: replicas, selector, template), its spec or ready
+// replicas. Status-only writes (observed generation, conditions, available counts) do not.
+func workloadChanged(oldObj, newObj any) bool {
+	switch n := newObj.(type) {
+	case *appsv1.Deployment:
+		o, ok := oldObj.(*appsv1.Deployment)
+		return !ok || o.Generation != n.Generation || replicas(o.Spec.Replicas) != replicas(n.Spec.Replicas) ||
+			o.Status.ReadyReplicas != n.Status.ReadyReplicas
+	case *appsv1.StatefulSet:
+		o, ok := oldObj.(*appsv1.StatefulSet)
+		return !ok || o.Generation != n.Generation || replicas(o.Spec.Replicas) != replicas(n.Spec.Replicas) ||
+			o.Status.ReadyReplicas != n.Status.ReadyReplicas
+	}
+	return true
 }
 
 func nodeFromAPI(n *corev1.Node) Node {
@@ -429,20 +472,25 @@ func (c *Cluster) sampleUsage(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, c.opts.MetricsInterval)
 	defer cancel()
 	list, err := c.opts.Metrics.MetricsV1beta1().NodeMetricses().List(ctx, metav1.ListOptions{})
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, st := range c.state {
-		st.used, st.usedKnown = Resources{}, false
-	}
+	used := map[string]Resources{}
 	if err == nil {
 		for _, m := range list.Items {
-			if st := c.state[m.Name]; st != nil {
-				st.used = Resources{MilliCPU: m.Usage.Cpu().MilliValue(), Memory: m.Usage.Memory().Value()}
-				st.usedKnown = true
-			}
+			used[m.Name] = Resources{MilliCPU: m.Usage.Cpu().MilliValue(), Memory: m.Usage.Memory().Value()}
 		}
 	}
-	c.version.Add(1)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	changed := false
+	for name, st := range c.state {
+		u, known := used[name]
+		if u != st.used || known != st.usedKnown {
+			st.used, st.usedKnown = u, known
+			changed = true
+		}
+	}
+	if changed {
+		c.version.Add(1)
+	}
 }
 
 // SampleUsage reads node usage from metrics.k8s.io now instead of waiting for the next tick.

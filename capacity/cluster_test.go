@@ -622,3 +622,109 @@ func replicaSet(ns, name string, replicas int32, labels map[string]string, pod *
 		},
 	}
 }
+
+// Version moves when something a fit or a target reads changes, and not for the writes that
+// change nothing of it: node heartbeats and workload status bookkeeping arrive every few
+// seconds per object, and each version change costs the scaler a planning pass over every
+// ScaledObject.
+func TestVersionIgnoresBookkeeping(t *testing.T) {
+	labtest.Short(t, "Kubernetes control plane")
+	k := kube(t)
+	g := newGroup(t, k, "version")
+	c := startCluster(t, k, clusterOpts{})
+	node := g.addNode(lab.NodeSpec{Name: "n1", CPU: "2", Memory: "4Gi"})
+	labels := map[string]string{"app": "idle"}
+	if _, err := g.c.AppsV1().Deployments(g.name).Create(t.Context(), deployment(g.name, "idle", 0, labels, g.pod(podSpec{cpu: "100m", mem: "64Mi", labels: labels})), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the node and the workload in the caches", func() error {
+		if _, ok := nodeByName(c, node); !ok {
+			return fmt.Errorf("node %s not listed", node)
+		}
+		_, err := c.Target(t.Context(), capacity.TargetRef{Kind: "Deployment", Name: "idle", Namespace: g.name})
+		return err
+	})
+
+	// A heartbeat and a status-only write, then time for the informers to deliver them (well
+	// under a second on loopback). Anything else in the cluster may move the version meanwhile,
+	// so a few attempts; a version that moves for these writes moves in every attempt.
+	heartbeat := func(ctx context.Context) error {
+		n, err := g.c.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if n.Annotations == nil {
+			n.Annotations = map[string]string{}
+		}
+		n.Annotations["headroom.test/heartbeat"] = time.Now().Format(time.RFC3339Nano) // a write whatever the clock
+		if n, err = g.c.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{}); err != nil {
+			return err
+		}
+		for i := range n.Status.Conditions {
+			n.Status.Conditions[i].LastHeartbeatTime = metav1.Now()
+		}
+		_, err = g.c.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{})
+		return err
+	}
+	bookkeeping := func(ctx context.Context) error {
+		d, err := g.c.AppsV1().Deployments(g.name).Get(ctx, "idle", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		d.Status.Conditions = append(d.Status.Conditions, appsv1.DeploymentCondition{
+			Type: "Bookkeeping", Status: corev1.ConditionTrue, LastUpdateTime: metav1.Now(),
+		})
+		_, err = g.c.AppsV1().Deployments(g.name).UpdateStatus(ctx, d, metav1.UpdateOptions{})
+		return err
+	}
+	still := false
+	for attempt := 0; attempt < 5 && !still; attempt++ {
+		v0 := c.Version()
+		for _, write := range []func(context.Context) error{heartbeat, bookkeeping} {
+			if err := retry.RetryOnConflict(retry.DefaultRetry, func() error { return write(t.Context()) }); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(time.Second)
+		still = c.Version() == v0
+	}
+	if !still {
+		t.Error("Version moved after every node heartbeat and workload status write")
+	}
+
+	// What a fit or a target reads does move it.
+	v0 := c.Version()
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		n, err := g.c.CoreV1().Nodes().Get(t.Context(), node, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		n.Labels["zone"] = "b"
+		_, err = g.c.CoreV1().Nodes().Update(t.Context(), n, metav1.UpdateOptions{})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "a version after a node label change", func() error {
+		if c.Version() == v0 {
+			return fmt.Errorf("version still %d", v0)
+		}
+		return nil
+	})
+	v1 := c.Version()
+	scale, err := g.c.AppsV1().Deployments(g.name).GetScale(t.Context(), "idle", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	scale.Spec.Replicas = 1
+	if _, err := g.c.AppsV1().Deployments(g.name).UpdateScale(t.Context(), "idle", scale, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "a version after a scale", func() error {
+		if c.Version() == v1 {
+			return fmt.Errorf("version still %d", v1)
+		}
+		return nil
+	})
+}

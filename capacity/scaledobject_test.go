@@ -184,3 +184,23 @@ func TestTriggersFor(t *testing.T) {
 		})
 	}
 }
+
+func TestTargetRefCached(t *testing.T) {
+	tests := []struct {
+		ref  capacity.TargetRef
+		want bool
+	}{
+		{capacity.TargetRef{Kind: "Deployment"}, true}, // apiVersion defaults to apps/v1
+		{capacity.TargetRef{Kind: "Deployment", APIVersion: "apps/v1"}, true},
+		{capacity.TargetRef{Kind: "StatefulSet", APIVersion: "apps/v1"}, true},
+		{capacity.TargetRef{Kind: "ReplicaSet", APIVersion: "apps/v1"}, false},
+		{capacity.TargetRef{Kind: "Deployment", APIVersion: "extensions/v1beta1"}, false},
+		{capacity.TargetRef{Kind: "Rollout", APIVersion: "argoproj.io/v1alpha1"}, false},
+		{capacity.TargetRef{Kind: "Deployment", APIVersion: "a/b/c"}, false},
+	}
+	for _, tc := range tests {
+		if got := tc.ref.Cached(); got != tc.want {
+			t.Errorf("%+v.Cached() = %v, want %v", tc.ref, got, tc.want)
+		}
+	}
+}

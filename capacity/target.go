@@ -34,6 +34,13 @@ type TargetRef struct {
 	Kind, Name, Namespace, APIVersion string
 }
 
+// Cached reports whether Target reads r from the informer caches alone (a Deployment or a
+// StatefulSet of apps), without a request to the API server.
+func (r TargetRef) Cached() bool {
+	gv, err := schema.ParseGroupVersion(orDefault(r.APIVersion, "apps/v1"))
+	return err == nil && gv.Group == "apps" && (r.Kind == "Deployment" || r.Kind == "StatefulSet")
+}
+
 func (r TargetRef) String() string {
 	return fmt.Sprintf("%s %s/%s", r.Kind, r.Namespace, r.Name)
 }
@@ -79,14 +86,14 @@ func (c *Cluster) Target(ctx context.Context, ref TargetRef) (TargetState, error
 	if gv.Group == "apps" {
 		switch ref.Kind {
 		case "Deployment":
-			d, err := c.factory.Apps().V1().Deployments().Lister().Deployments(ref.Namespace).Get(ref.Name)
+			d, err := c.deployments.Deployments(ref.Namespace).Get(ref.Name)
 			if err != nil {
 				c.forgetTemplate(ref)
 				return TargetState{}, notFound(ref, err)
 			}
 			return c.fromTemplate(ref, d, replicas(d.Spec.Replicas), d.Status.ReadyReplicas, d.Spec.Selector, &d.Spec.Template)
 		case "StatefulSet":
-			s, err := c.factory.Apps().V1().StatefulSets().Lister().StatefulSets(ref.Namespace).Get(ref.Name)
+			s, err := c.statefulSets.StatefulSets(ref.Namespace).Get(ref.Name)
 			if err != nil {
 				c.forgetTemplate(ref)
 				return TargetState{}, notFound(ref, err)

@@ -88,13 +88,18 @@ func (c *Capacity) Workload(ref TargetRef, fp Footprint, reserve Resources) (Wor
 	if !c.Cluster.Synced() {
 		return Workload{}, ErrNotSynced
 	}
-	timeout := c.TargetTimeout
-	if timeout == 0 {
-		timeout = 5 * time.Second
+	tref := capacity.TargetRef{Namespace: ref.Namespace, Kind: ref.Kind, Name: ref.Name, APIVersion: ref.APIVersion}
+	ctx := context.Background()
+	if !tref.Cached() { // a request to the API server: bounded
+		timeout := c.TargetTimeout
+		if timeout == 0 {
+			timeout = 5 * time.Second
+		}
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	ts, err := c.Cluster.Target(ctx, capacity.TargetRef{Namespace: ref.Namespace, Kind: ref.Kind, Name: ref.Name, APIVersion: ref.APIVersion})
+	ts, err := c.Cluster.Target(ctx, tref)
 	if err != nil {
 		if errors.Is(err, capacity.ErrNotFound) {
 			return Workload{}, errors.Join(ErrNotFound, err)
