@@ -564,3 +564,53 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 	t.Fatalf("timed out waiting for %s", what)
 }
+
+// A ScaledObject whose trigger changes is planned with the new trigger, although the
+// planner remembers each listed trigger's parse from one pass to the next.
+func TestChangedTriggerParsedAgain(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	q := e.queue(t, "jobs")
+	if err := e.broker.Admin().Publish(t.Context(), "/", q, 7); err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+	w := server.Workload{Current: 100, Ready: 100, Fit: 100}
+	one := map[string]string{"scalerAddress": "headroom:9090", "broker": "main", "queue": q}
+	e.cluster.add("reparse", "worker", w, one)
+	if v, err := e.metricBecomes(t, ref("reparse", "worker", one), 7, 10*time.Second); err != nil || v != 7 {
+		t.Fatalf("GetMetrics with one message per replica = %v, %v; want 7", v, err)
+	}
+	seven := map[string]string{"scalerAddress": "headroom:9090", "broker": "main", "queue": q, "messagesPerReplica": "7"}
+	e.cluster.remove("reparse")
+	e.cluster.add("reparse", "worker", w, seven)
+	if v, err := e.metricBecomes(t, ref("reparse", "worker", seven), 1, 10*time.Second); err != nil || v != 1 {
+		t.Fatalf("GetMetrics with seven messages per replica = %v, %v; want 1", v, err)
+	}
+	// The plan itself, not only the answer to a call that names the new metadata.
+	waitFor(t, "the plan's need from the new trigger", func() bool {
+		return soGauge(t, e.reg, "headroom_need_replicas", "reparse", "worker") == 1
+	})
+}
+
+// soGauge is the value of one ScaledObject's sample of a gauge family, -1 when absent.
+func soGauge(t *testing.T, reg *prometheus.Registry, name, ns, so string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["namespace"] == ns && labels["scaledobject"] == so {
+				return m.GetGauge().GetValue()
+			}
+		}
+	}
+	return -1
+}
