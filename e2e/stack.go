@@ -51,6 +51,9 @@ type StackOptions struct {
 	Refresh time.Duration
 	// ScalerArgs are extra `scaler serve` flags.
 	ScalerArgs []string
+	// BrokerStatsDefaults runs the broker with RabbitMQ's own statistics settings
+	// (lab.RabbitMQOptions.StatsDefaults) instead of the harness's fast ones.
+	BrokerStatsDefaults bool
 	// Progress receives one line per step with the time it took; nil discards.
 	Progress io.Writer
 }
@@ -138,7 +141,7 @@ func StartStack(ctx context.Context, opts StackOptions) (s *Stack, err error) {
 	}
 	if err := step("start RabbitMQ", func() error {
 		var err error
-		s.Rabbit, err = lab.StartRabbitMQ(ctx, lab.RabbitMQOptions{Dir: filepath.Join(s.Dir, "rabbitmq")})
+		s.Rabbit, err = lab.StartRabbitMQ(ctx, lab.RabbitMQOptions{Dir: filepath.Join(s.Dir, "rabbitmq"), StatsDefaults: opts.BrokerStatsDefaults})
 		return err
 	}); err != nil {
 		return nil, err

@@ -41,6 +41,7 @@ func runStack(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	scaler := fs.String("scaler", "", "scaler binary; default: build ./cmd/scaler")
 	out := fs.String("out", "", "write the endpoints JSON to this file (atomically) instead of stdout")
 	watchStdin := fs.Bool("stdin", false, "stop when standard input closes")
+	brokerDefaults := fs.Bool("broker-default-stats", false, "run the broker with RabbitMQ's own statistics settings (every 5 s) instead of the harness's 500 ms")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -51,7 +52,7 @@ func runStack(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return fmt.Errorf("demo stack: -replicas %d: want at least 1", *replicas)
 	}
 	s, err := e2e.StartStack(ctx, e2e.StackOptions{
-		KEDA: *keda, ScalerReplicas: *replicas, ScalerBinary: *scaler, Progress: stderr,
+		KEDA: *keda, ScalerReplicas: *replicas, ScalerBinary: *scaler, Progress: stderr, BrokerStatsDefaults: *brokerDefaults,
 		// A lab on loopback: profiles on, for the load benchmark and for whoever investigates.
 		ScalerArgs: []string{"--pprof"},
 	})
