@@ -29,6 +29,7 @@ var MetricNames = []string{
 	"headroom_queue_messages",
 	"headroom_snapshot_age_seconds",
 	"headroom_broker_requests_total",
+	"headroom_broker_refreshes_total",
 	"headroom_broker_errors_total",
 	"headroom_grpc_request_duration_seconds",
 	"headroom_plan_duration_seconds",
@@ -148,6 +149,7 @@ var (
 	descMessages = prometheus.NewDesc("headroom_queue_messages", "Messages in the ScaledObject's queue(s), by state.", []string{"namespace", "scaledobject", "state"}, nil)
 	descAge      = prometheus.NewDesc("headroom_snapshot_age_seconds", "Age of the broker's last successful read.", []string{"broker"}, nil)
 	descRequests = prometheus.NewDesc("headroom_broker_requests_total", "Requests sent to the broker (HTTP requests, or AMQP dials, channel opens and declares).", []string{"broker"}, nil)
+	descRefresh  = prometheus.NewDesc("headroom_broker_refreshes_total", "Refreshes of the broker (the queue listing, page by page, and the consumer detail when asked for), failed or not.", []string{"broker"}, nil)
 	descErrors   = prometheus.NewDesc("headroom_broker_errors_total", "Broker reads that failed.", []string{"broker"}, nil)
 	descNodeFree = prometheus.NewDesc("headroom_node_free", "Free room on a node (cpu in cores, memory in bytes, pods).", []string{"node", "resource"}, nil)
 	descSynced   = prometheus.NewDesc("headroom_caches_synced", "1 when the cluster caches are synced.", nil, nil)
@@ -158,7 +160,7 @@ func soDesc(name, help string) *prometheus.Desc {
 }
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descDesired, descCurrent, descReady, descPending, descNeed, descFit, descShare, descBusy, descIdle, descLimit, descMessages, descAge, descRequests, descErrors, descNodeFree, descSynced} {
+	for _, d := range []*prometheus.Desc{descDesired, descCurrent, descReady, descPending, descNeed, descFit, descShare, descBusy, descIdle, descLimit, descMessages, descAge, descRequests, descRefresh, descErrors, descNodeFree, descSynced} {
 		ch <- d
 	}
 }
@@ -238,6 +240,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 			continue
 		}
 		ch <- prometheus.MustNewConstMetric(descRequests, prometheus.CounterValue, float64(st.Requests), b)
+		ch <- prometheus.MustNewConstMetric(descRefresh, prometheus.CounterValue, float64(st.Refreshes), b)
 		ch <- prometheus.MustNewConstMetric(descErrors, prometheus.CounterValue, float64(st.Failures), b)
 		if ok := s.lastGoodRead(b, st); !ok.IsZero() {
 			gauge(descAge, now.Sub(ok).Seconds(), b)

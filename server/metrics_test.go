@@ -120,7 +120,7 @@ func TestMetricsLintAndNames(t *testing.T) {
 		"headroom_desired_replicas", "headroom_current_replicas", "headroom_ready_replicas",
 		"headroom_pending_replicas", "headroom_need_replicas", "headroom_fit_replicas",
 		"headroom_share_replicas", "headroom_busy_workers", "headroom_idle_workers", "headroom_limit", "headroom_queue_messages",
-		"headroom_snapshot_age_seconds", "headroom_broker_requests_total", "headroom_broker_errors_total",
+		"headroom_snapshot_age_seconds", "headroom_broker_requests_total", "headroom_broker_refreshes_total", "headroom_broker_errors_total",
 		"headroom_grpc_request_duration_seconds", "headroom_plan_duration_seconds", "headroom_node_free", "headroom_decisions_total",
 		"headroom_limit_changes_total", "headroom_scale_down_held_total", "headroom_deletion_cost_patches_total",
 		"headroom_caches_synced", "headroom_build_info",
