@@ -225,9 +225,19 @@ func sampleValue(line string) (float64, error) {
 
 // scalerBrokerRequests sums headroom_broker_requests_total over the scaler replicas.
 func scalerBrokerRequests(ctx context.Context) (float64, error) {
+	return sumScalers(ctx, "headroom_broker_requests_total")
+}
+
+// scalerBrokerRefreshes sums headroom_broker_refreshes_total over the scaler replicas.
+func scalerBrokerRefreshes(ctx context.Context) (float64, error) {
+	return sumScalers(ctx, "headroom_broker_refreshes_total")
+}
+
+// sumScalers sums the samples of one family over the scaler replicas.
+func sumScalers(ctx context.Context, family string) (float64, error) {
 	var total float64
 	for _, s := range stack.Scalers {
-		lines, err := scrapeMetrics(ctx, s.HTTP, "headroom_broker_requests_total")
+		lines, err := scrapeMetrics(ctx, s.HTTP, family+"{")
 		if err != nil {
 			return 0, err
 		}
@@ -360,6 +370,7 @@ func measure(b *testing.B, scalerSide bool, load func() (rounds int, walls time.
 		b.Fatal(err)
 	}
 	req0, _ := scalerBrokerRequests(ctx)
+	ref0, _ := scalerBrokerRefreshes(ctx)
 	scaler0, _ := scalerCPU(ctx)
 	b.ResetTimer()
 	start := time.Now()
@@ -391,6 +402,12 @@ func measure(b *testing.B, scalerSide bool, load func() (rounds int, walls time.
 	if scalerSide {
 		req1, _ := scalerBrokerRequests(ctx)
 		b.ReportMetric((req1-req0)/elapsed.Seconds(), "broker-req/s")
+		// What one refresh costs the broker: its CPU over the refreshes in the same time (the
+		// scaler is the broker's only client here; its own background work is included).
+		if ref1, _ := scalerBrokerRefreshes(ctx); ref1 > ref0 {
+			b.ReportMetric(float64((cpu1-cpu0).Milliseconds())/(ref1-ref0), "broker-cpu-ms/refresh")
+			b.ReportMetric((req1-req0)/(ref1-ref0), "broker-req/refresh")
+		}
 		if scaler1, err := scalerCPU(ctx); err == nil {
 			b.ReportMetric(perRound(scaler1-scaler0), "scaler-cpu-ms/round")
 		}
@@ -470,7 +487,8 @@ func externalPollers(b *testing.B) []poller {
 
 // BenchmarkScalerIdle is what the scaler costs while nobody polls it, with the 1,000
 // ScaledObjects listed and their queues refreshed: its CPU per second, its planning passes
-// per second (each over every ScaledObject) and how long one takes. Each b.N is one second.
+// per second (each over every ScaledObject) and how long one takes, and what each of its
+// refreshes costs the broker. Each b.N is one second.
 func BenchmarkScalerIdle(b *testing.B) {
 	externalPollers(b)
 	ctx := context.Background()
@@ -499,6 +517,11 @@ func BenchmarkScalerIdle(b *testing.B) {
 		b.Fatal(err)
 	}
 	n0, s0 := passes()
+	bcpu0, err := brokerCPU(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ref0, _ := scalerBrokerRefreshes(ctx)
 	b.ResetTimer()
 	start := time.Now()
 	profiled := profileScaler(b)
@@ -511,6 +534,15 @@ func BenchmarkScalerIdle(b *testing.B) {
 	cpu1, err := scalerCPU(ctx)
 	if err != nil {
 		b.Fatal(err)
+	}
+	bcpu1, err := brokerCPU(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if ref1, _ := scalerBrokerRefreshes(ctx); ref1 > ref0 {
+		// The broker's CPU per refresh at rest: the scaler is its only client.
+		b.ReportMetric(float64((bcpu1-bcpu0).Milliseconds())/(ref1-ref0), "broker-cpu-ms/refresh")
+		b.ReportMetric((ref1-ref0)/elapsed.Seconds(), "refreshes/s")
 	}
 	n1, s1 := passes()
 	if n1 == n0 {
