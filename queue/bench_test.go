@@ -1,13 +1,20 @@
 package queue_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
+	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/headroom-autoscaler/headroom/internal/lab"
 	"github.com/headroom-autoscaler/headroom/internal/lab/labtest"
@@ -162,4 +169,127 @@ func BenchmarkSnapshotCached(b *testing.B) {
 			})
 		})
 	}
+}
+
+// BenchmarkBrokerCPU1000 is what the broker spends, in CPU, on one refresh that serves 1,000
+// queues, against one round of KEDA's built-in scaler over the same queues: the reader's own
+// listing, two stats-free listings (`disable_stats`, with queue totals: depths only, no
+// consumer counts, rates or sample times) that the reader could use when no trigger needs
+// rates, and KEDA's one request per queue. The broker's CPU is read from /proc, for the
+// process the management API names, so its background work while the benchmark runs is
+// included.
+func BenchmarkBrokerCPU1000(b *testing.B) {
+	r, names := benchBroker(b)
+	client := &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+	defer client.CloseIdleConnections()
+	ctx := context.Background()
+	list := func(query string) func() error {
+		return func() error {
+			_, err := managementGet(ctx, client, r.ManagementURL()+"/api/queues/bench?"+query)
+			return err
+		}
+	}
+	const depths = "disable_stats=true&enable_queue_totals=true&columns=name,vhost,messages_ready,messages_unacknowledged"
+	rd, err := queue.NewReader([]queue.BrokerConfig{modes[0].config(r)}, queue.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer rd.Close()
+	rd.Watch(queue.Selector{Broker: "rmq", VHost: "bench", Pattern: "^work-"})
+	variants := []struct {
+		name string
+		op   func() error
+	}{
+		{"reader-listing", func() error { return rd.RefreshOnce(ctx, "rmq") }},
+		{"stats-free-paged", func() error {
+			if err := list(depths + "&pagination=true&page=1&page_size=500")(); err != nil {
+				return err
+			}
+			return list(depths + "&pagination=true&page=2&page_size=500")()
+		}},
+		{"stats-free-unpaged", list(depths)},
+		{"keda-per-queue-http", func() error {
+			for _, n := range names {
+				if _, err := kedaStyleGet(ctx, client, r.ManagementURL(), "bench", n); err != nil {
+					return err
+				}
+			}
+			return nil
+		}},
+	}
+	for _, v := range variants {
+		b.Run(v.name, func(b *testing.B) {
+			if err := v.op(); err != nil { // warm
+				b.Fatal(err)
+			}
+			cpu0, err := brokerCPU(ctx, client, r.ManagementURL())
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if err := v.op(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			cpu1, err := brokerCPU(ctx, client, r.ManagementURL())
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(float64((cpu1-cpu0).Microseconds())/1000/float64(b.N), "broker-cpu-ms/op")
+		})
+	}
+}
+
+// managementGet reads one management-API URL as guest and returns the body.
+func managementGet(ctx context.Context, c *http.Client, u string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.SetBasicAuth("guest", "guest")
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("GET %s: %s", u, resp.Status)
+	}
+	return body, err
+}
+
+// brokerCPU is the broker process's CPU time so far (user + system, from /proc), for the
+// process the management API names in /api/nodes.
+func brokerCPU(ctx context.Context, c *http.Client, base string) (time.Duration, error) {
+	body, err := managementGet(ctx, c, base+"/api/nodes")
+	if err != nil {
+		return 0, err
+	}
+	var nodes []struct {
+		OSPid string `json:"os_pid"`
+	}
+	if err := json.Unmarshal(body, &nodes); err != nil {
+		return 0, err
+	}
+	if len(nodes) != 1 {
+		return 0, fmt.Errorf("%d broker nodes, want 1", len(nodes))
+	}
+	stat, err := os.ReadFile("/proc/" + nodes[0].OSPid + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	// The fields after the command name, which may hold spaces, inside parentheses.
+	f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+2:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%s/stat: %d fields", nodes[0].OSPid, len(f))
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, fmt.Errorf("/proc/%s/stat: %w", nodes[0].OSPid, err)
+	}
+	return time.Duration(utime+stime) * time.Second / 100, nil // USER_HZ is 100 on Linux
 }
