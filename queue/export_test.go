@@ -11,7 +11,7 @@ func (r *Reader) Watch(sel Selector) {
 	b := r.brokers[sel.Broker]
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	k := ikey{vhost: sel.vhost(), queue: sel.Queue, pattern: sel.Pattern}
+	k := ikey{vhost: sel.vhost(), queue: sel.Queue, pattern: sel.Pattern, depthsOnly: sel.DepthsOnly}
 	if _, ok := b.interest[k]; !ok {
 		in := &interest{since: b.started + 1, lastUsed: time.Now()}
 		if sel.Pattern != "" {

@@ -626,3 +626,65 @@ func TestUserTags(t *testing.T) {
 		t.Errorf("got %q, want it to name the monitoring tag", err)
 	}
 }
+
+// Selectors that read depths only are served by one stats-free listing per refresh, whatever
+// the page size; one selector that wants the statistics brings the full listing back.
+func TestDepthsOnly(t *testing.T) {
+	r := labtest.SharedRabbitMQ(t)
+	vhost := fmt.Sprintf("depths-only-%d", time.Now().UnixNano()) // its own, also under -count
+	setup(t, r, vhost, map[string]int{"jobs": 5, "a": 0, "b": 0, "c": 0})
+	holdMessages(t, r, vhost, "jobs", "worker-1", 2)
+	var count countingTransport
+	rd := startReader(t, modes[0].config(r), queue.Options{PageSize: 2, WrapTransport: count.wrap})
+	depths := queue.Selector{Broker: "rmq", VHost: vhost, Queue: "jobs", DepthsOnly: true}
+	got := waitSnapshot(t, rd, depths, "depths without statistics", func(s queue.Snapshot, err error) bool {
+		return err == nil && s.Ready == 3 && s.Unacked == 2
+	})
+	if got.Consumers != 0 || got.RatesKnown || !got.InFlightVisible || got.At.After(got.Fetched) {
+		t.Errorf("got %+v, want no consumer count, no rates, in-flight visible, At no later than Fetched", got)
+	}
+	pattern := queue.Selector{Broker: "rmq", VHost: vhost, Pattern: "^[abc]$", DepthsOnly: true}
+	waitSnapshot(t, rd, pattern, "a pattern without statistics", func(s queue.Snapshot, err error) bool {
+		return err == nil && s.Queues == 3 && s.Ready == 0
+	})
+	// Four queues in pages of two, in one request.
+	perRefresh(t, rd, 1)
+
+	full := queue.Selector{Broker: "rmq", VHost: vhost, Queue: "jobs"}
+	waitSnapshot(t, rd, full, "depths with statistics", func(s queue.Snapshot, err error) bool {
+		return err == nil && s.Ready == 3 && s.Unacked == 2 && s.Consumers == 1
+	})
+	// Now paged: two pages per refresh.
+	perRefresh(t, rd, 2)
+	if got, err := rd.Snapshot(t.Context(), depths); err != nil || got.Ready != 3 || got.Unacked != 2 {
+		t.Errorf("depths-only selector beside a full one: %+v, %v", got, err)
+	}
+}
+
+// perRefresh waits for a refresh that sent want requests, measured between two refresh
+// boundaries; a refresh that starts before a reading blurs one measure, so it tries a few.
+func perRefresh(t *testing.T, rd *queue.Reader, want int64) {
+	t.Helper()
+	var got []int64
+	for try := 0; try < 5; try++ {
+		<-rd.Refreshed("rmq")
+		s1, err := rd.BrokerStats("rmq")
+		if err != nil {
+			t.Fatal(err)
+		}
+		<-rd.Refreshed("rmq")
+		s2, err := rd.BrokerStats("rmq")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s2.Refreshes-s1.Refreshes != 1 {
+			continue
+		}
+		if n := s2.Requests - s1.Requests; n == want {
+			return
+		} else {
+			got = append(got, n)
+		}
+	}
+	t.Fatalf("requests per refresh: got %v, want %d", got, want)
+}

@@ -18,6 +18,9 @@ import (
 const queueColumns = "name,vhost,messages_ready,messages_unacknowledged,consumers," +
 	"message_stats.publish_details.rate,message_stats.deliver_get_details.rate,messages_details.samples"
 
+// depthColumns are the columns of the stats-free listing (Selector.DepthsOnly).
+const depthColumns = "name,vhost,messages_ready,messages_unacknowledged"
+
 const channelColumns = "name,messages_unacknowledged"
 
 // maxErrorBody bounds how much of an error response is read and quoted.
@@ -119,7 +122,11 @@ type apiChannel struct {
 func (s *managementSource) fetch(ctx context.Context, p plan) (*result, error) {
 	res := newResult()
 	if len(p.vhosts) > 0 {
-		if err := s.fetchQueues(ctx, p.vhosts, res); err != nil {
+		fetch := s.fetchQueues
+		if p.depthsOnly {
+			fetch = s.fetchDepths
+		}
+		if err := fetch(ctx, p.vhosts, res); err != nil {
 			return nil, err
 		}
 	}
@@ -161,6 +168,30 @@ func (s *managementSource) fetchQueues(ctx context.Context, vhosts []string, res
 		if page >= pg.PageCount {
 			break
 		}
+	}
+	for _, v := range vhosts {
+		res.listed[v] = true
+	}
+	return nil
+}
+
+// fetchDepths reads the queue list without statistics, in one request: the broker answers
+// from its queue records and totals instead of rendering its statistics, and pages would each
+// cost it a whole listing. An item holds about 80 bytes, so 100,000 queues are 8 MB.
+func (s *managementSource) fetchDepths(ctx context.Context, vhosts []string, res *result) error {
+	q := url.Values{"disable_stats": {"true"}, "enable_queue_totals": {"true"}, "columns": {depthColumns}}
+	var items []apiQueue
+	sent := time.Now()
+	status, err := s.get(ctx, scopedPath("/api/queues", vhosts), q, &items)
+	if err != nil && (status != http.StatusNotFound || len(vhosts) != 1) {
+		return err
+	}
+	for _, it := range items { // none when the one vhost does not exist
+		st := queueStat{at: sent, pending: it.Ready == nil || it.Unacked == nil}
+		if !st.pending {
+			st.ready, st.unacked = *it.Ready, *it.Unacked
+		}
+		res.queues[qkey{it.VHost, it.Name}] = st
 	}
 	for _, v := range vhosts {
 		res.listed[v] = true

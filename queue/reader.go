@@ -203,7 +203,7 @@ func (r *Reader) Snapshot(ctx context.Context, sel Selector) (Snapshot, error) {
 	if b.mode == ModeAMQP && sel.Pattern != "" {
 		return Snapshot{}, fmt.Errorf("%s: patterns need the management API (an http:// or https:// broker url); AMQP reads exact queue names only: %w", sel, ErrUnsupported)
 	}
-	k := ikey{vhost: sel.vhost(), queue: sel.Queue, pattern: sel.Pattern}
+	k := ikey{vhost: sel.vhost(), queue: sel.Queue, pattern: sel.Pattern, depthsOnly: sel.DepthsOnly}
 	return b.snapshot(ctx, r.closing, k, sel)
 }
 
@@ -307,6 +307,7 @@ func (r *Reader) Brokers() []string {
 type ikey struct {
 	vhost, queue, pattern string
 	consumers             bool
+	depthsOnly            bool // Selector.DepthsOnly
 }
 
 type interest struct {
@@ -322,6 +323,9 @@ type plan struct {
 	vhosts         []string // vhosts with queue selectors, sorted
 	queues         []qkey   // exact names, sorted
 	consumerVHosts []string // vhosts with consumer selectors, sorted
+	// depthsOnly: every queue selector is Selector.DepthsOnly, so the listing may leave out
+	// the statistics.
+	depthsOnly bool
 }
 
 // result is what one refresh read.
@@ -524,6 +528,7 @@ func (b *broker) refresh(ctx context.Context) bool {
 // planLocked drops expired interest and lists what the next refresh reads.
 func (b *broker) planLocked(now time.Time) plan {
 	vh, cvh, qs := map[string]bool{}, map[string]bool{}, map[qkey]bool{}
+	depthsOnly := true
 	for k, in := range b.interest {
 		ttl := b.opts.InterestTTL
 		if k.consumers {
@@ -538,11 +543,12 @@ func (b *broker) planLocked(now time.Time) plan {
 			continue
 		}
 		vh[k.vhost] = true
+		depthsOnly = depthsOnly && k.depthsOnly
 		if k.pattern == "" {
 			qs[qkey{k.vhost, k.queue}] = true
 		}
 	}
-	var p plan
+	p := plan{depthsOnly: depthsOnly}
 	p.vhosts, p.consumerVHosts = sortedKeys(vh), sortedKeys(cvh)
 	for q := range qs {
 		p.queues = append(p.queues, q)

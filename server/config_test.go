@@ -24,7 +24,7 @@ func TestParseConfig(t *testing.T) {
 				if c.Policy != want || c.Weight != 1 || c.Footprint.Mode != server.FootprintRequests || c.MaxSet || c.Reserve != (server.Resources{}) {
 					return "defaults not applied"
 				}
-				if c.Selector != (queue.Selector{Broker: "main", Queue: "jobs"}) {
+				if c.Selector != (queue.Selector{Broker: "main", Queue: "jobs", DepthsOnly: true}) { // no serviceTime: no rates needed
 					return "selector"
 				}
 				return ""

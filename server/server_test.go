@@ -303,16 +303,23 @@ func TestStepWaitKeepsItsPart(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// 1 + 1 running, 6 free: 8 in all, 6 and 2 by weight. heavy's first pod is not Ready.
 	mda := map[string]string{"queue": qa, "stepPods": "100", "weight": "3"}
 	mdb := map[string]string{"queue": qb, "stepPods": "100", "weight": "1"}
-	e.cluster.add("default", "heavy", server.Workload{Current: 1, Ready: 0, Fit: 6}, mda)
-	e.cluster.add("default", "light", server.Workload{Current: 1, Ready: 1, Fit: 6}, mdb)
+	// The planner sees both at zero, with work: each asks for workers.
+	e.cluster.add("default", "heavy", server.Workload{Fit: 7}, mda)
+	e.cluster.add("default", "light", server.Workload{Fit: 7}, mdb)
+	for _, r := range []*pb.ScaledObjectRef{ref("default", "heavy", mda), ref("default", "light", mdb)} {
+		waitFor(t, r.Name+" asks for workers", func() bool { v, err := e.metric(t, r); return err == nil && v > 0 })
+	}
+	// Both scale up to 1: 1 + 1 running, 6 free, 8 in all, 6 and 2 by weight. heavy's new
+	// pod is not Ready, so its next step waits, and light must still not take heavy's part.
+	e.cluster.set("heavy", server.Workload{Current: 1, Ready: 0, Fit: 6})
+	e.cluster.set("light", server.Workload{Current: 1, Ready: 1, Fit: 6})
+	if b, err := e.metricBecomes(t, ref("default", "light", mdb), 2, 10*time.Second); b != 2 {
+		t.Fatalf("light = %v (%v) while heavy waits for its step, want 2 (its part of 8), not 7", b, err)
+	}
 	if a, err := e.metric(t, ref("default", "heavy", mda)); err != nil || a != 1 {
 		t.Fatalf("heavy = %v (%v) while its pod is not Ready, want 1 (the step waits)", a, err)
-	}
-	if b, err := e.metric(t, ref("default", "light", mdb)); err != nil || b != 2 {
-		t.Fatalf("light = %v (%v) while heavy waits for its step, want 2 (its part of 8), not 7", b, err)
 	}
 	e.cluster.set("heavy", server.Workload{Current: 1, Ready: 1, Fit: 5})
 	e.cluster.set("light", server.Workload{Current: 2, Ready: 2, Fit: 5})
