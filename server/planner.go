@@ -154,13 +154,17 @@ func (p *planner) run(ctx context.Context, wg *sync.WaitGroup) {
 			}
 		}()
 	}
-	// A pass at least every Refresh (snapshot ages and idle times move on even when nothing
-	// pokes), and not again on a timer right after a poke: the timer restarts after each pass.
-	t := time.NewTimer(p.s.opts.Refresh)
+	// Each broker refresh pokes a pass, and so does a change in the cluster caches. The timer
+	// is the fallback for when neither comes (a broker that stopped answering, idle times
+	// that move on): a pass at least every two Refresh intervals, restarted after each pass.
+	// One interval fired just before each refresh, whose period is the interval plus the
+	// read's own time, and doubled the passes.
+	fallback := 2 * p.s.opts.Refresh
+	t := time.NewTimer(fallback)
 	defer t.Stop()
 	for {
 		p.pass(p.s.now())
-		t.Reset(p.s.opts.Refresh)
+		t.Reset(fallback)
 		select {
 		case <-ctx.Done():
 			return

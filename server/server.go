@@ -43,8 +43,9 @@ type Options struct {
 	Events     EventRecorder    // nil: no events
 	Version    string           // reported by headroom_build_info
 	Now        func() time.Time // nil: time.Now
-	// Refresh is the planner's period when nothing wakes it earlier (it also runs after every
-	// broker refresh). Default queue.DefaultRefresh.
+	// Refresh is the broker refresh interval; the planner runs after every broker refresh and
+	// every change in the cluster caches, and at least every 2 × Refresh when neither comes.
+	// Default queue.DefaultRefresh.
 	Refresh time.Duration
 	// MaxSnapshotAge: older queue readings are refused with Unavailable. Default 3 × Refresh.
 	MaxSnapshotAge time.Duration

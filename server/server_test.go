@@ -621,3 +621,42 @@ func soGauge(t *testing.T, reg *prometheus.Registry, name, ns, so string) float6
 	}
 	return -1
 }
+
+// The planner runs once per broker refresh: a refresh's period is the interval plus the
+// read's own time, and a fallback timer of one interval used to fire just before each
+// refresh, doubling the passes over every ScaledObject.
+func TestOnePassPerRefresh(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	q := e.queue(t, "jobs")
+	md := map[string]string{"queue": q}
+	e.cluster.add("default", "worker", server.Workload{Fit: 1}, md)
+	if _, err := e.metric(t, ref("default", "worker", md)); err != nil {
+		t.Fatal(err)
+	}
+	read := func() (passes, refreshes float64) {
+		mfs, err := e.reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			for _, m := range mf.GetMetric() {
+				switch mf.GetName() {
+				case "headroom_plan_duration_seconds":
+					passes += float64(m.GetHistogram().GetSampleCount())
+				case "headroom_broker_refreshes_total":
+					refreshes += m.GetCounter().GetValue()
+				}
+			}
+		}
+		return passes, refreshes
+	}
+	p0, r0 := read()
+	time.Sleep(20 * testRefresh)
+	p1, r1 := read()
+	if r1-r0 < 5 {
+		t.Fatalf("%v refreshes in %v, want about 20", r1-r0, 20*testRefresh)
+	}
+	if passes, refreshes := p1-p0, r1-r0; passes > refreshes+2 {
+		t.Errorf("%v planning passes for %v refreshes, want one each", passes, refreshes)
+	}
+}
