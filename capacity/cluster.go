@@ -11,7 +11,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -319,17 +318,9 @@ func sameNode(a, b Node) bool {
 // target reads: its generation (spec: replicas, selector, template), its spec or ready
 // replicas. Status-only writes (observed generation, conditions, available counts) do not.
 func workloadChanged(oldObj, newObj any) bool {
-	switch n := newObj.(type) {
-	case *appsv1.Deployment:
-		o, ok := oldObj.(*appsv1.Deployment)
-		return !ok || o.Generation != n.Generation || replicas(o.Spec.Replicas) != replicas(n.Spec.Replicas) ||
-			o.Status.ReadyReplicas != n.Status.ReadyReplicas
-	case *appsv1.StatefulSet:
-		o, ok := oldObj.(*appsv1.StatefulSet)
-		return !ok || o.Generation != n.Generation || replicas(o.Spec.Replicas) != replicas(n.Spec.Replicas) ||
-			o.Status.ReadyReplicas != n.Status.ReadyReplicas
-	}
-	return true
+	o, ok1 := workloadOf(oldObj)
+	n, ok2 := workloadOf(newObj)
+	return !ok1 || !ok2 || o.generation != n.generation || o.spec != n.spec || o.ready != n.ready
 }
 
 func nodeFromAPI(n *corev1.Node) Node {

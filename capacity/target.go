@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -79,27 +80,23 @@ func (c *Cluster) Target(ctx context.Context, ref TargetRef) (TargetState, error
 	if ref.Name == "" || ref.Kind == "" {
 		return TargetState{}, fmt.Errorf("target %q: kind and name are required", ref.String())
 	}
+	if ref.Cached() {
+		var obj any
+		var err error
+		if ref.Kind == "Deployment" {
+			obj, err = c.deployments.Deployments(ref.Namespace).Get(ref.Name)
+		} else {
+			obj, err = c.statefulSets.StatefulSets(ref.Namespace).Get(ref.Name)
+		}
+		if err != nil {
+			c.forgetTemplate(ref)
+			return TargetState{}, notFound(ref, err)
+		}
+		return c.fromWorkload(ref, obj)
+	}
 	gv, err := schema.ParseGroupVersion(orDefault(ref.APIVersion, "apps/v1"))
 	if err != nil {
 		return TargetState{}, fmt.Errorf("target %s: apiVersion %q: %w", ref, ref.APIVersion, err)
-	}
-	if gv.Group == "apps" {
-		switch ref.Kind {
-		case "Deployment":
-			d, err := c.deployments.Deployments(ref.Namespace).Get(ref.Name)
-			if err != nil {
-				c.forgetTemplate(ref)
-				return TargetState{}, notFound(ref, err)
-			}
-			return c.fromTemplate(ref, d, replicas(d.Spec.Replicas), d.Status.ReadyReplicas, d.Spec.Selector, &d.Spec.Template)
-		case "StatefulSet":
-			s, err := c.statefulSets.StatefulSets(ref.Namespace).Get(ref.Name)
-			if err != nil {
-				c.forgetTemplate(ref)
-				return TargetState{}, notFound(ref, err)
-			}
-			return c.fromTemplate(ref, s, replicas(s.Spec.Replicas), s.Status.ReadyReplicas, s.Spec.Selector, &s.Spec.Template)
-		}
 	}
 	return c.viaScale(ctx, ref, gv)
 }
@@ -125,14 +122,34 @@ func notFound(ref TargetRef, err error) error {
 	return fmt.Errorf("target %s: %w", ref, err)
 }
 
-// fromTemplate reads a target from its workload object obj (nil when it was not read from a
-// cache): the replica counts, what its selector and template say, and its pods.
-func (c *Cluster) fromTemplate(ref TargetRef, obj any, spec, ready int32, sel *metav1.LabelSelector, tmpl *corev1.PodTemplateSpec) (TargetState, error) {
-	info, err := c.templateOf(ref, obj, sel, tmpl)
+// workload is what a target reads of a cached Deployment or StatefulSet.
+type workload struct {
+	generation  int64
+	spec, ready int32
+	selector    *metav1.LabelSelector
+	template    *corev1.PodTemplateSpec
+}
+
+// workloadOf reads a Deployment or StatefulSet; false for any other object.
+func workloadOf(obj any) (workload, bool) {
+	switch o := obj.(type) {
+	case *appsv1.Deployment:
+		return workload{o.Generation, replicas(o.Spec.Replicas), o.Status.ReadyReplicas, o.Spec.Selector, &o.Spec.Template}, true
+	case *appsv1.StatefulSet:
+		return workload{o.Generation, replicas(o.Spec.Replicas), o.Status.ReadyReplicas, o.Spec.Selector, &o.Spec.Template}, true
+	}
+	return workload{}, false
+}
+
+// fromWorkload reads a target from its cached workload object: the replica counts, what its
+// selector and template say, and its pods.
+func (c *Cluster) fromWorkload(ref TargetRef, obj any) (TargetState, error) {
+	w, _ := workloadOf(obj)
+	info, err := c.templateOf(ref, obj, w)
 	if err != nil {
 		return TargetState{}, err
 	}
-	st := TargetState{Spec: spec, Ready: ready, Footprint: info.footprint, Limits: info.limits, Constraints: info.constraints}
+	st := TargetState{Spec: w.spec, Ready: w.ready, Footprint: info.footprint, Limits: info.limits, Constraints: info.constraints}
 	st.Pods, st.PendingUnschedulable = c.podsOf(ref.Namespace, info.selector)
 	return st, nil
 }
@@ -153,32 +170,26 @@ type templateMemo struct {
 // workload: an object in an informer cache is never modified, a change replaces it, so the
 // object's identity says whether the derivation still holds. A planner pass reads every
 // target, and most workloads change far less often than that.
-func (c *Cluster) templateOf(ref TargetRef, obj any, sel *metav1.LabelSelector, tmpl *corev1.PodTemplateSpec) (templateInfo, error) {
-	if obj != nil {
-		c.tmplMu.Lock()
-		m, ok := c.tmpl[ref]
-		c.tmplMu.Unlock()
-		if ok && m.obj == obj {
-			return m.info, nil
-		}
+func (c *Cluster) templateOf(ref TargetRef, obj any, w workload) (templateInfo, error) {
+	c.tmplMu.Lock()
+	m, ok := c.tmpl[ref]
+	c.tmplMu.Unlock()
+	if ok && m.obj == obj {
+		return m.info, nil
 	}
-	selector, err := metav1.LabelSelectorAsSelector(sel)
+	selector, err := metav1.LabelSelectorAsSelector(w.selector)
 	if err != nil {
 		return templateInfo{}, fmt.Errorf("target %s: selector: %w", ref, err)
 	}
 	info := templateInfo{selector: selector}
-	if tmpl != nil {
-		info.footprint, info.limits = TemplateFootprint(&tmpl.Spec)
-		info.constraints = TemplateConstraints(&tmpl.Spec)
+	info.footprint, info.limits = TemplateFootprint(&w.template.Spec)
+	info.constraints = TemplateConstraints(&w.template.Spec)
+	c.tmplMu.Lock()
+	if c.tmpl == nil {
+		c.tmpl = map[TargetRef]templateMemo{}
 	}
-	if obj != nil {
-		c.tmplMu.Lock()
-		if c.tmpl == nil {
-			c.tmpl = map[TargetRef]templateMemo{}
-		}
-		c.tmpl[ref] = templateMemo{obj: obj, info: info}
-		c.tmplMu.Unlock()
-	}
+	c.tmpl[ref] = templateMemo{obj: obj, info: info}
+	c.tmplMu.Unlock()
 	return info, nil
 }
 

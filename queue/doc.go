@@ -14,7 +14,7 @@
 //     it. The numbers come from the management statistics database, which lags the queues by
 //     up to one sample interval; Snapshot.At is the time of the sample they come from. When
 //     every selector on the broker is DepthsOnly, the listing is the queue totals without
-//     statistics instead, in one request and at about a third of the broker's CPU: ready and
+//     statistics instead, in one request and at less than half the broker's CPU: ready and
 //     unacknowledged only, Snapshot.At the time of the request.
 //   - AMQP 0-9-1 (amqp://, amqps://). A passive declare per watched queue gives ready messages
 //     and consumers, exact at Snapshot.At; unacknowledged messages are invisible

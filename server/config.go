@@ -160,7 +160,7 @@ func ParseConfig(md map[string]string, brokers []string) (*Config, error) {
 		return nil, invalid(KeyScaleTargetKind, c.TargetKind, "set both %s and %s, or neither (%s=%q)", KeyScaleTargetKind, KeyScaleTargetName, KeyScaleTargetName, c.TargetName)
 	}
 	// The decision reads the queue's rates only for serviceTime; without it the broker may
-	// list its queues without statistics, a third of the cost to it.
+	// list its queues without statistics, less than half the cost to it.
 	sel.DepthsOnly = c.Policy.ServiceTime == 0
 	return c, nil
 }

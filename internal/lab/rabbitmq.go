@@ -41,9 +41,8 @@ type RabbitMQOptions struct {
 	// StatsInterval is collect_statistics_interval. Zero means DefaultRabbitMQStatsInterval.
 	StatsInterval time.Duration
 	// StatsDefaults keeps RabbitMQ's own statistics settings (every 5 s, 5 s samples), as
-	// brokers run in production, instead of the harness's fast ones; StatsInterval must be
-	// zero then. With 1,000 queues the fast settings cost the broker a third of a core at rest
-	// and make each management-API request dearer.
+	// brokers run in production, instead of the harness's fast ones, which tests need to see
+	// a publish within a second; StatsInterval must be zero then.
 	StatsDefaults bool
 }
 
