@@ -108,6 +108,10 @@ type fixedQueue struct {
 	snap      queue.Snapshot
 	stats     queue.Stats
 	consumers []queue.Consumer
+	// live makes the snapshot and the broker's last refresh read as taken at the moment they
+	// are asked for: a broker refreshed continuously, for benchmarks that outlast the
+	// staleness bound.
+	live bool
 }
 
 func (q *fixedQueue) Consumers(context.Context, queue.Selector) ([]queue.Consumer, error) {
@@ -115,11 +119,22 @@ func (q *fixedQueue) Consumers(context.Context, queue.Selector) ([]queue.Consume
 }
 
 func (q *fixedQueue) Snapshot(context.Context, queue.Selector) (queue.Snapshot, error) {
-	return q.snap, nil
+	snap := q.snap
+	if q.live {
+		now := time.Now()
+		snap.At, snap.Fetched = now, now
+	}
+	return snap, nil
 }
-func (q *fixedQueue) Refreshed(string) <-chan struct{}        { return make(chan struct{}) }
-func (q *fixedQueue) Brokers() []string                       { return []string{"main"} }
-func (q *fixedQueue) BrokerStats(string) (queue.Stats, error) { return q.stats, nil }
+func (q *fixedQueue) Refreshed(string) <-chan struct{} { return make(chan struct{}) }
+func (q *fixedQueue) Brokers() []string                { return []string{"main"} }
+func (q *fixedQueue) BrokerStats(string) (queue.Stats, error) {
+	stats := q.stats
+	if q.live {
+		stats.LastRefresh = time.Now()
+	}
+	return stats, nil
+}
 func (q *fixedQueue) at(t time.Time) *fixedQueue {
 	q.snap.At, q.snap.Fetched, q.stats.LastRefresh = t, t, t
 	return q
