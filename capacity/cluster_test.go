@@ -15,6 +15,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/util/retry"
@@ -361,6 +362,75 @@ func TestTargetPodsBySelector(t *testing.T) {
 			})
 		})
 	}
+}
+
+// A target's pods carry their creation time and whether they are being deleted: the step
+// rule counts its wait from the youngest pod that is not Ready, leaving terminating ones out.
+func TestTargetPodsCreatedAndTerminating(t *testing.T) {
+	labtest.Short(t, "Kubernetes control plane")
+	k := kube(t)
+	g := newGroup(t, k, "ages")
+	c := startCluster(t, k, clusterOpts{})
+	g.addNode(lab.NodeSpec{Name: "n1", CPU: "4", Memory: "4Gi"})
+	start := time.Now().Truncate(time.Second) // creationTimestamp has whole seconds
+
+	labels := map[string]string{"app": "aged"}
+	dep := deployment(g.name, "aged", 2, labels, g.pod(podSpec{cpu: "100m", mem: "64Mi", labels: labels}))
+	if _, err := g.c.AppsV1().Deployments(g.name).Create(t.Context(), dep, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ref := capacity.TargetRef{Kind: "Deployment", Name: "aged", Namespace: g.name, APIVersion: "apps/v1"}
+	var st capacity.TargetState
+	eventually(t, "2 pods", func() error {
+		var err error
+		if st, err = c.Target(t.Context(), ref); err != nil {
+			return err
+		}
+		if len(st.Pods) != 2 {
+			return fmt.Errorf("%d pods, want 2", len(st.Pods))
+		}
+		return nil
+	})
+	for _, p := range st.Pods {
+		if p.Created.Before(start) || p.Created.After(time.Now()) {
+			t.Errorf("pod %s Created = %v, want between %v and now", p.Name, p.Created, start)
+		}
+		if p.Terminating {
+			t.Errorf("pod %s Terminating, want not", p.Name)
+		}
+	}
+
+	// A finalizer keeps the deleted pod in the cache, terminating, until it is removed.
+	victim := st.Pods[0].Name
+	const finalizer = "headroom.test/hold"
+	patch := func(body string) {
+		t.Helper()
+		if _, err := g.c.CoreV1().Pods(g.name).Patch(t.Context(), victim, types.MergePatchType, []byte(body), metav1.PatchOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	patch(`{"metadata":{"finalizers":["` + finalizer + `"]}}`)
+	t.Cleanup(func() {
+		_, _ = g.c.CoreV1().Pods(g.name).Patch(context.Background(), victim, types.MergePatchType, []byte(`{"metadata":{"finalizers":null}}`), metav1.PatchOptions{})
+	})
+	if err := g.c.CoreV1().Pods(g.name).Delete(t.Context(), victim, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, victim+" terminating", func() error {
+		st, err := c.Target(t.Context(), ref)
+		if err != nil {
+			return err
+		}
+		for _, p := range st.Pods {
+			if p.Name == victim {
+				if !p.Terminating {
+					return fmt.Errorf("%s not terminating yet", victim)
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("%s gone from the cache while its finalizer holds it", victim)
+	})
 }
 
 func TestTargetDeploymentPendingUnschedulable(t *testing.T) {

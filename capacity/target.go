@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -71,6 +72,9 @@ type Pod struct {
 	Phase        string
 	DeletionCost *int32 // controller.kubernetes.io/pod-deletion-cost, nil when unset
 	Node         string
+	// Created is the pod's creationTimestamp; Terminating says it has a deletionTimestamp.
+	Created     time.Time
+	Terminating bool
 }
 
 // Target reads the state of a scale target: Deployments and StatefulSets from the caches,
@@ -253,6 +257,7 @@ func (c *Cluster) podsOf(ns string, selector labels.Selector) ([]Pod, int32) {
 		pods = append(pods, Pod{
 			Name: p.Name, IP: p.IP, Ready: p.Ready, Phase: string(p.Phase),
 			DeletionCost: p.deletionCost(), Node: p.NodeName,
+			Created: p.CreationTimestamp.Time, Terminating: p.DeletionTimestamp != nil,
 		})
 	}
 	sort.Slice(pods, func(i, j int) bool { return pods[i].Name < pods[j].Name })

@@ -65,6 +65,7 @@ func newPodInfo(pod *corev1.Pod) *podInfo {
 			UID:               pod.UID,
 			ResourceVersion:   pod.ResourceVersion,
 			Labels:            pod.Labels,
+			CreationTimestamp: pod.CreationTimestamp,
 			DeletionTimestamp: pod.DeletionTimestamp,
 		},
 		NodeName: pod.Spec.NodeName,

@@ -86,9 +86,10 @@ type Input struct {
 	Removable      int32
 	RemovableKnown bool
 
-	// LastScaleUp is when the target's replica count was last raised (zero: unknown, treated
-	// as long ago). The next step waits until the pods of that step are Ready or StepTimeout
-	// has passed since this time.
+	// LastScaleUp is when the latest step began: the target's replica count was raised, or
+	// its youngest pod that is not Ready yet was created (zero: unknown, treated as long ago).
+	// The next step waits until the pods of that step are Ready or StepTimeout has passed
+	// since this time.
 	LastScaleUp time.Time
 }
 

@@ -133,6 +133,8 @@ func (c *Capacity) Workload(ref TargetRef, fp Footprint, reserve Resources) (Wor
 		w.Pods = append(w.Pods, WorkerPod{
 			Name: p.Name, IP: p.IP, Node: p.Node, Ready: p.Ready,
 			Running: p.Phase == "Running", DeletionCost: p.DeletionCost,
+			Created: p.Created, Terminating: p.Terminating,
+			Finished: p.Phase == "Succeeded" || p.Phase == "Failed",
 		})
 	}
 	return w, nil

@@ -75,6 +75,10 @@ type WorkerPod struct {
 	Ready, Running bool
 	// DeletionCost is the pod's controller.kubernetes.io/pod-deletion-cost, nil when unset.
 	DeletionCost *int32
+	// Created is when the pod was created; Terminating says it is being deleted, Finished
+	// that it has stopped for good (Succeeded or Failed).
+	Created               time.Time
+	Terminating, Finished bool
 }
 
 // ScaledObjectLister lists the ScaledObjects that point at this scaler.

@@ -21,11 +21,15 @@
 // pod. All served targets are treated as one pool of room; bin-packing leftovers can make the
 // sum slightly optimistic, and the Pending-unschedulable pods that result stop the next step.
 //
+// When the latest step began (LastScaleUp, for stepTimeout) comes from the cluster: the
+// creation time of the target's youngest pod that is not Ready, so every replica of the
+// scaler agrees on it and a restart does not forget it. The planner adds what it saw itself,
+// the spec replicas rising, for the moment before the step's pods exist.
+//
 // What the planner remembers (because neither the broker nor the cluster says it): when each
 // trigger's queue was first seen empty in the current run of empty readings (Queue.EmptySince,
-// for idleAfter), and when its target's spec replicas were last seen rising (LastScaleUp, for
-// stepTimeout). Both are per scaler replica; after a restart they start unknown, which holds
-// an AMQP-read workload for one idleAfter and lets the next step go at once.
+// for idleAfter). It is per scaler replica; after a restart it starts unknown, which holds an
+// AMQP-read workload for one more idleAfter (never a scale to zero too early).
 //
 // Busy-aware scale-down (busy.go, deletioncost.go): with the management API, each pass maps
 // the queue's consumers to the target's pods by the consumer's peer host = the pod's IP, and

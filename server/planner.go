@@ -57,13 +57,26 @@ type plan struct {
 	next chan struct{}
 }
 
+// stepStarted is when the target's latest step began, as far as its pods tell: the creation
+// time of its youngest pod that is not Ready (pods being deleted or finished aside). Zero when
+// every pod is Ready or the pods are not listed.
+func stepStarted(pods []WorkerPod) time.Time {
+	var t time.Time
+	for _, p := range pods {
+		if !p.Ready && !p.Terminating && !p.Finished && p.Created.After(t) {
+			t = p.Created
+		}
+	}
+	return t
+}
+
 // observation is what the planner remembers of a trigger between passes: only what it
 // cannot read from the cluster or the broker.
 type observation struct {
 	// emptySince: when the queue was first seen empty in the current run of empty readings.
 	emptySince time.Time
 	// lastCurrent and lastScaleUp: the spec replicas at the previous pass, and when they were
-	// last seen rising.
+	// last seen rising (until the step's pods exist, the only sign of the step).
 	lastCurrent int32
 	lastScaleUp time.Time
 	limit       scaler.Limit
@@ -563,9 +576,16 @@ func (s *Server) gather(ctx context.Context, e *entry, o *observation, now time.
 		},
 		Current: w.Current, Ready: w.Ready, Pending: w.Pending, Fit: w.Fit,
 	}
+	// When the latest step began, as the cluster tells it (so every replica of the scaler
+	// agrees, and a restart does not forget it): the creation of the youngest pod that is not
+	// Ready yet. What this replica saw itself (the spec replicas rising) covers the moment
+	// before the step's pods exist.
+	in.LastScaleUp = stepStarted(w.Pods)
 	if o != nil {
 		in.Queue.EmptySince = o.emptySince
-		in.LastScaleUp = o.lastScaleUp
+		if o.lastScaleUp.After(in.LastScaleUp) {
+			in.LastScaleUp = o.lastScaleUp
+		}
 	}
 	// Which workers are busy matters only to a scale-down, and reading it costs the broker
 	// two more requests per refresh (consumers and channels, each a listing of the whole

@@ -326,6 +326,53 @@ func TestStepWaitKeepsItsPart(t *testing.T) {
 	}
 }
 
+// A scaler that has never seen the target's last step (just restarted, or another replica)
+// still waits for it: the step's start comes from its pods' creation, not from memory.
+func TestStepWaitSurvivesRestart(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	q := e.queue(t, "restarted")
+	if err := e.broker.Admin().Publish(t.Context(), "/", q, 20); err != nil {
+		t.Fatal(err)
+	}
+	md := map[string]string{"queue": q, "stepPods": "2", "stepTimeout": "2m"}
+	r := ref("default", "restarted", md)
+	now := time.Now()
+	pod := func(name string, ready bool, age time.Duration) server.WorkerPod {
+		return server.WorkerPod{Name: name, Ready: ready, Running: true, Created: now.Add(-age)}
+	}
+	old := pod("w-0", true, time.Hour)
+	tests := []struct {
+		name  string
+		young server.WorkerPod // the second pod of the last step
+		want  float64
+	}{
+		{"young pod not Ready: the step waits", pod("w-1", false, 10*time.Second), 2},
+		{"not Ready past stepTimeout: the next step goes", pod("w-1", false, 3*time.Minute), 4},
+		{"young pod Ready: the next step goes", pod("w-1", true, 10*time.Second), 4},
+		{"young pod terminating: not part of a step", func() server.WorkerPod {
+			p := pod("w-1", false, 10*time.Second)
+			p.Terminating = true
+			return p
+		}(), 4},
+		{"young pod finished: not part of a step", func() server.WorkerPod {
+			p := pod("w-1", false, 10*time.Second)
+			p.Running, p.Finished = false, true
+			return p
+		}(), 4},
+	}
+	e.cluster.add("default", "restarted", server.Workload{Current: 2, Ready: 1, Fit: 10, Pods: []server.WorkerPod{old, tests[0].young}}, md)
+	for _, tc := range tests {
+		ready := int32(1)
+		if tc.young.Ready {
+			ready = 2
+		}
+		e.cluster.set("restarted", server.Workload{Current: 2, Ready: ready, Fit: 10, Pods: []server.WorkerPod{old, tc.young}})
+		if got, err := e.metricBecomes(t, r, tc.want, 10*time.Second); got != tc.want {
+			t.Errorf("%s: %v (%v), want %v", tc.name, got, err, tc.want)
+		}
+	}
+}
+
 // statsPending answers ErrStatsPending for one queue while hold is set, as the management
 // API does for a queue it lists without depths (just declared, or after a broker restart).
 // The real broker leaves that state on its own within one statistics interval, too soon
