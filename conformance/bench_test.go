@@ -691,7 +691,15 @@ func ghzRounds(out []byte, rounds int) (time.Duration, []time.Duration, error) {
 		return 0, nil, fmt.Errorf("ghz reported %d calls, want %d", n, rounds*fleetSize)
 	}
 	if len(r.ErrorDist) > 0 || r.StatusCodeDist["OK"] != rounds*fleetSize {
-		return 0, nil, fmt.Errorf("ghz: calls failed: status %v, errors %v", r.StatusCodeDist, r.ErrorDist)
+		// Each distinct message (they carry the queue and the reading's age) is a key: name
+		// one, not thousands.
+		var first string
+		for msg := range r.ErrorDist {
+			if first == "" || msg < first {
+				first = msg
+			}
+		}
+		return 0, nil, fmt.Errorf("ghz: calls failed: status %v, %d distinct errors, the first: %s", r.StatusCodeDist, len(r.ErrorDist), first)
 	}
 	d := r.Details
 	sort.Slice(d, func(i, j int) bool { return d[i].Timestamp.Before(d[j].Timestamp) })
