@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/headroom-autoscaler/headroom/capacity"
@@ -18,6 +19,12 @@ type Capacity struct {
 	// TargetTimeout bounds a read of a target other than a Deployment or StatefulSet (through
 	// its /scale subresource). Default 5s.
 	TargetTimeout time.Duration
+
+	// The converted list and the cluster's list it was made from: the cluster hands out the
+	// same list until a ScaledObject changes, and so does ScaledObjects.
+	mu       sync.Mutex
+	listFrom []capacity.ScaledObject
+	list     []ScaledObject
 }
 
 var (
@@ -38,12 +45,19 @@ func (c *Capacity) ScaledObjects() ([]ScaledObject, error) {
 	if !c.Cluster.Synced() {
 		return nil, ErrNotSynced
 	}
+	from := c.Cluster.ScaledObjects()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(from) > 0 && len(from) == len(c.listFrom) && &from[0] == &c.listFrom[0] {
+		return c.list, nil
+	}
 	var out []ScaledObject
-	for _, so := range c.Cluster.ScaledObjects() {
+	for _, so := range from {
 		if s, ok := c.convert(so); ok {
 			out = append(out, s)
 		}
 	}
+	c.listFrom, c.list = from, out
 	return out, nil
 }
 

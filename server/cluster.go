@@ -83,7 +83,8 @@ type WorkerPod struct {
 
 // ScaledObjectLister lists the ScaledObjects that point at this scaler.
 type ScaledObjectLister interface {
-	// ScaledObjects lists them all (ErrNotSynced before the first list).
+	// ScaledObjects lists them all (ErrNotSynced before the first list). The list may be
+	// shared with other callers: read it, do not modify it.
 	ScaledObjects() ([]ScaledObject, error)
 	// ScaledObject returns one (ErrNotFound, ErrNotSynced).
 	ScaledObject(namespace, name string) (ScaledObject, error)

@@ -174,6 +174,19 @@ func TestRealClusterAndBroker(t *testing.T) {
 		t.Fatalf("add node: %v", err)
 	}
 	expect("bounded by the larger fit", 12)
+	// A changed ScaledObject is read again, although the unchanged list is kept between
+	// passes: its new maxReplicaCount bounds the answer.
+	cur, err := dc.Resource(soGVR).Namespace(ns).Get(ctx, "worker", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unstructured.SetNestedField(cur.Object, int64(10), "spec", "maxReplicaCount"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dc.Resource(soGVR).Namespace(ns).Update(ctx, cur, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	expect("bounded by the new maxReplicaCount", 10)
 
 	// The limit went capacity → queue → capacity: an Event on the ScaledObject says so.
 	if err := lab.WaitFor(ctx, "LimitChanged event", 30*time.Second, 200*time.Millisecond, func(ctx context.Context) error {
