@@ -144,6 +144,10 @@ func startStack() (stop func(), err error) {
 	if v := os.Getenv("HEADROOM_BROKER_DEFAULT_STATS"); v != "" && v != "0" {
 		args = append(args, "-broker-default-stats")
 	}
+	// ... and with the scaler's own refresh interval (the product's default is 5s).
+	if v := os.Getenv("HEADROOM_SCALER_REFRESH"); v != "" {
+		args = append(args, "-refresh", v)
+	}
 	cmd := exec.Command(demo, args...)
 	cmd.Dir = root
 	cmd.Stdout, cmd.Stderr = logf, logf

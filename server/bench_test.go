@@ -2,10 +2,17 @@ package server_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
+	"sort"
+	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -13,6 +20,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/headroom-autoscaler/headroom/internal/lab"
 	pb "github.com/headroom-autoscaler/headroom/proto"
 	"github.com/headroom-autoscaler/headroom/queue"
 	"github.com/headroom-autoscaler/headroom/server"
@@ -20,7 +28,7 @@ import (
 
 // benchServer plans n ScaledObjects, one queue each, over a fixed snapshot, and returns the
 // server with one GetMetrics request per ScaledObject.
-func benchServer(b *testing.B, n int) (*server.Server, []*pb.GetMetricsRequest) {
+func benchServer(b testing.TB, n int) (*server.Server, []*pb.GetMetricsRequest) {
 	b.Helper()
 	q := (&fixedQueue{snap: queue.Snapshot{Ready: 50, InFlightVisible: true, Queues: 1}, live: true}).at(time.Now())
 	c := newFakeCluster()
@@ -50,15 +58,8 @@ func benchServer(b *testing.B, n int) (*server.Server, []*pb.GetMetricsRequest) 
 func BenchmarkGetMetrics(b *testing.B) {
 	const n = 1000
 	srv, refs := benchServer(b, n)
-	g := grpc.NewServer(grpc.ChainUnaryInterceptor(srv.UnaryInterceptor()))
-	srv.Register(g)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	go func() { _ = g.Serve(lis) }()
-	defer g.Stop()
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	addr := serveBench(b, srv, srv.GRPCOptions())
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -161,4 +162,130 @@ func BenchmarkGetMetricsHandler(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// serveBench serves srv's ExternalScaler on a loopback port with opts until b ends and
+// returns the address.
+func serveBench(b testing.TB, srv *server.Server, opts []grpc.ServerOption) string {
+	b.Helper()
+	g := grpc.NewServer(opts...)
+	srv.Register(g)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	go func() { _ = g.Serve(lis) }()
+	b.Cleanup(g.Stop)
+	return lis.Addr().String()
+}
+
+// BenchmarkServeGhz is what answering KEDA's polls costs the server alone: the server of
+// BenchmarkGetMetrics (1,000 ScaledObjects over a fixed snapshot) polled by ghz, a real gRPC
+// load tool in a process of its own, as KEDA's operator is, on one connection. One op is a
+// round of 1,000 calls; the run is (b.N + 1) rounds in one ghz invocation, the first of them
+// warm-up. The figure to read is server-cpu-µs/call (this process's CPU over the run, per
+// call): the wall times and latencies also carry ghz's own CPU, on the same two cores. Two
+// sets of options: the server's (GRPCOptions) and gRPC's defaults with only the
+// interceptors, which is what the server ran with before GRPCOptions.
+func BenchmarkServeGhz(b *testing.B) {
+	ghz, err := lab.Binary("ghz")
+	if err != nil {
+		b.Skip(err)
+	}
+	const n = 1000
+	srv, refs := benchServer(b, n)
+	reqs, err := json.Marshal(refsJSON(refs))
+	if err != nil {
+		b.Fatal(err)
+	}
+	data := filepath.Join(b.TempDir(), "requests.json")
+	if err := os.WriteFile(data, reqs, 0o600); err != nil {
+		b.Fatal(err)
+	}
+	for _, o := range []struct {
+		name string
+		opts []grpc.ServerOption
+	}{
+		{"server", srv.GRPCOptions()},
+		{"grpc-defaults", []grpc.ServerOption{grpc.ChainUnaryInterceptor(srv.UnaryInterceptor())}},
+	} {
+		addr := serveBench(b, srv, o.opts)
+		for _, c := range []int{32, 1} {
+			b.Run(fmt.Sprintf("options=%s/pollers=%d", o.name, c), func(b *testing.B) {
+				rounds := b.N + 1
+				cmd := exec.Command(ghz, "--insecure", "--proto", filepath.Join("..", "proto", "externalscaler.proto"),
+					"--call", "externalscaler.ExternalScaler.GetMetrics", "--data-file", data,
+					"--concurrency", strconv.Itoa(c), "--connections", "1", "--total", strconv.Itoa(rounds*n),
+					"--timeout", "10s", "--disable-template-functions", "--disable-template-data", "--cpus", "1",
+					"--format", "json", addr)
+				cpu0 := processCPU()
+				b.ResetTimer()
+				out, err := cmd.Output()
+				b.StopTimer()
+				cpu := processCPU() - cpu0
+				if err != nil {
+					b.Fatalf("ghz: %v", err)
+				}
+				wall, lat, err := ghzSteady(out, n, rounds)
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.ReportMetric(float64(cpu.Microseconds())/float64(rounds*n), "server-cpu-µs/call")
+				b.ReportMetric(float64(wall.Microseconds())/1000/float64(rounds-1), "ms/round")
+				b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+				b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+				ghzCPU := cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+				b.ReportMetric(float64(ghzCPU.Microseconds())/float64(rounds*n), "ghz-cpu-µs/call")
+			})
+		}
+	}
+}
+
+// refsJSON is the requests in the JSON form ghz reads (protobuf JSON names).
+func refsJSON(refs []*pb.GetMetricsRequest) []map[string]any {
+	out := make([]map[string]any, len(refs))
+	for i, r := range refs {
+		out[i] = map[string]any{
+			"scaledObjectRef": map[string]any{"name": r.ScaledObjectRef.Name, "namespace": r.ScaledObjectRef.Namespace,
+				"scalerMetadata": r.ScaledObjectRef.ScalerMetadata},
+			"metricName": server.MetricName,
+		}
+	}
+	return out
+}
+
+// ghzSteady reads a ghz JSON report of rounds × n calls: every call must have succeeded.
+// It returns the wall time from the end of the n-th call to the end of the last (the rounds
+// after the first) and those calls' latencies, sorted.
+func ghzSteady(out []byte, n, rounds int) (time.Duration, []time.Duration, error) {
+	var r struct {
+		StatusCodeDist map[string]int `json:"statusCodeDistribution"`
+		Details        []struct {
+			Timestamp time.Time     `json:"timestamp"`
+			Latency   time.Duration `json:"latency"`
+		} `json:"details"`
+	}
+	if err := json.Unmarshal(out, &r); err != nil {
+		return 0, nil, fmt.Errorf("ghz report: %w", err)
+	}
+	if len(r.Details) != rounds*n || r.StatusCodeDist["OK"] != rounds*n {
+		return 0, nil, fmt.Errorf("ghz: %d calls reported, status %v; want %d OK", len(r.Details), r.StatusCodeDist, rounds*n)
+	}
+	d := r.Details
+	sort.Slice(d, func(i, j int) bool { return d[i].Timestamp.Before(d[j].Timestamp) })
+	lat := make([]time.Duration, 0, len(d)-n)
+	for _, c := range d[n:] {
+		lat = append(lat, c.Latency)
+	}
+	slices.Sort(lat)
+	return d[len(d)-1].Timestamp.Sub(d[n-1].Timestamp), lat, nil
+}
+
+// processCPU is this process's CPU time so far (user + system).
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -171,11 +171,6 @@ func restConfig(path string) (*rest.Config, error) {
 	return clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, nil).ClientConfig()
 }
 
-// streamWorkers is how many parked goroutines wait for gRPC calls: up to this many calls in
-// flight at once (the benchmarks poll with 32) each find one. A parked worker costs a few
-// kilobytes.
-const streamWorkers = 64
-
 // runServe runs the scaler until ctx ends, then shuts down in order: stop reporting
 // healthy, end streams, let in-flight calls finish, stop the HTTP server, close the cluster
 // watches and the broker connections.
@@ -246,14 +241,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 
-	gopts := []grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(srv.UnaryInterceptor()),
-		grpc.ChainStreamInterceptor(srv.StreamInterceptor()),
-		// Calls run on parked goroutines that keep their grown stacks, instead of a new
-		// goroutine per call whose stack is copied as it grows (an eighth of the server's CPU
-		// at 32 calls in flight); more calls than workers at once get a goroutine each.
-		grpc.NumStreamWorkers(streamWorkers),
-	}
+	gopts := srv.GRPCOptions()
 	if c.tlsCert != "" {
 		rl, err := server.NewCertReloader(c.tlsCert, c.tlsKey, c.tlsCA)
 		if err != nil {

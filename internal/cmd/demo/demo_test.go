@@ -1,6 +1,7 @@
 package main
 
 import (
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -94,5 +95,26 @@ func TestExampleManifests(t *testing.T) {
 	}
 	if strings.Contains(s, "headroom.headroom.svc") {
 		t.Errorf("adapted manifests still name the in-cluster scaler address")
+	}
+}
+
+func TestStackRejectsBadFlags(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{name: "no replicas", args: []string{"-replicas", "0"}, want: "-replicas 0"},
+		{name: "zero refresh", args: []string{"-refresh", "0s"}, want: "-refresh 0s"},
+		{name: "negative refresh", args: []string{"-refresh", "-1s"}, want: "-refresh -1s"},
+		{name: "argument", args: []string{"extra"}, want: `unexpected argument "extra"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stderr strings.Builder
+			err := runStack(t.Context(), tc.args, strings.NewReader(""), io.Discard, &stderr)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("runStack(%q) = %v, want an error naming %q", tc.args, err, tc.want)
+			}
+		})
 	}
 }

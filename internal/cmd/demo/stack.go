@@ -42,6 +42,7 @@ func runStack(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	out := fs.String("out", "", "write the endpoints JSON to this file (atomically) instead of stdout")
 	watchStdin := fs.Bool("stdin", false, "stop when standard input closes")
 	brokerDefaults := fs.Bool("broker-default-stats", false, "run the broker with RabbitMQ's own statistics settings (every 5 s) instead of the harness's 500 ms")
+	refresh := fs.Duration("refresh", e2e.DefaultRefresh, "the scaler's --refresh (the product's default is 5s; the harness's is shorter, so that tests react within a second)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -51,8 +52,12 @@ func runStack(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	if *replicas < 1 {
 		return fmt.Errorf("demo stack: -replicas %d: want at least 1", *replicas)
 	}
+	if *refresh <= 0 {
+		return fmt.Errorf("demo stack: -refresh %v: want a positive duration", *refresh)
+	}
 	s, err := e2e.StartStack(ctx, e2e.StackOptions{
 		KEDA: *keda, ScalerReplicas: *replicas, ScalerBinary: *scaler, Progress: stderr, BrokerStatsDefaults: *brokerDefaults,
+		Refresh: *refresh,
 		// A lab on loopback: profiles on, for the load benchmark and for whoever investigates.
 		ScalerArgs: []string{"--pprof"},
 	})
