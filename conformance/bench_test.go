@@ -339,6 +339,32 @@ func selfCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
+// machineCPU reads the machine's busy and total CPU time, in clock ticks over all cores,
+// from the first line of /proc/stat: user, nice, system, idle, iowait, irq, softirq and
+// steal (guest time is already counted in user); idle and iowait are not busy.
+func machineCPU() (busy, total uint64, err error) {
+	data, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0, err
+	}
+	line, _, _ := strings.Cut(string(data), "\n")
+	fields := strings.Fields(line)
+	if len(fields) < 5 || fields[0] != "cpu" {
+		return 0, 0, fmt.Errorf("/proc/stat: first line %q is not the cpu total", line)
+	}
+	for i, f := range fields[1:min(len(fields), 9)] {
+		v, err := strconv.ParseUint(f, 10, 64)
+		if err != nil {
+			return 0, 0, fmt.Errorf("/proc/stat: field %d %q: %w", i+1, f, err)
+		}
+		total += v
+		if i != 3 && i != 4 { // idle, iowait
+			busy += v
+		}
+	}
+	return busy, total, nil
+}
+
 // scalerCPU sums process_cpu_seconds_total over the scaler replicas.
 func scalerCPU(ctx context.Context) (time.Duration, error) {
 	var total float64
@@ -372,11 +398,18 @@ func measure(b *testing.B, scalerSide bool, load func() (rounds int, walls time.
 	req0, _ := scalerBrokerRequests(ctx)
 	ref0, _ := scalerBrokerRefreshes(ctx)
 	scaler0, _ := scalerCPU(ctx)
+	busy0, total0, machineErr := machineCPU()
 	b.ResetTimer()
 	start := time.Now()
 	rounds, walls, all, client := load()
 	elapsed := time.Since(start)
 	b.StopTimer()
+	busy1, total1, err := machineCPU()
+	if machineErr == nil && err == nil && total1 > total0 {
+		// How busy the whole machine was while the load ran: every process of the stack
+		// (the API server, KEDA, the HPA controller, the broker, the scaler, the load tool).
+		b.ReportMetric(100*float64(busy1-busy0)/float64(total1-total0), "machine-busy-%")
+	}
 	cpu1, err := brokerCPU(ctx)
 	if err != nil {
 		b.Fatal(err)
