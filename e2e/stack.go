@@ -126,9 +126,11 @@ func StartStack(ctx context.Context, opts StackOptions) (s *Stack, err error) {
 		}
 		s.ownDir = true
 	}
+	// The error returns set s to nil before deferred calls run: stop what this one started.
+	started := s
 	defer func() {
 		if err != nil {
-			s.Stop()
+			started.Stop()
 		}
 	}()
 
