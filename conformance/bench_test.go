@@ -24,7 +24,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
 	"github.com/kedacore/keda/v2/pkg/scalers"
+	"github.com/kedacore/keda/v2/pkg/scalers/externalscaler"
 	"github.com/kedacore/keda/v2/pkg/scalers/scalersconfig"
 )
 
@@ -261,10 +265,19 @@ type poller struct {
 // round polls every scaler once with n concurrent pollers, as KEDA's polling loops would,
 // and returns the wall time and each call's latency.
 func round(ctx context.Context, ps []poller, n int) (time.Duration, []time.Duration, error) {
-	lat := make([]time.Duration, len(ps))
+	return calls(ctx, len(ps), n, func(ctx context.Context, i int) error {
+		_, _, err := ps[i].s.GetMetricsAndActivity(ctx, ps[i].metric)
+		return err
+	})
+}
+
+// calls runs call(0) … call(count-1) on n concurrent goroutines, each taking the next index
+// as it finishes one, and returns the wall time and each call's latency.
+func calls(ctx context.Context, count, n int, call func(ctx context.Context, i int) error) (time.Duration, []time.Duration, error) {
+	lat := make([]time.Duration, count)
 	errs := make([]error, n)
-	next := make(chan int, len(ps))
-	for i := range ps {
+	next := make(chan int, count)
+	for i := range count {
 		next <- i
 	}
 	close(next)
@@ -276,7 +289,7 @@ func round(ctx context.Context, ps []poller, n int) (time.Duration, []time.Durat
 			defer wg.Done()
 			for i := range next {
 				t0 := time.Now()
-				_, _, err := ps[i].s.GetMetricsAndActivity(ctx, ps[i].metric)
+				err := call(ctx, i)
 				lat[i] = time.Since(t0)
 				if err != nil && errs[w] == nil {
 					errs[w] = fmt.Errorf("poll %d: %w", i, err)
@@ -306,28 +319,44 @@ func eachConcurrency(b *testing.B, poll func(b *testing.B, n int)) {
 	}
 }
 
-// runRounds runs b.N poll rounds with n concurrent pollers and reports per-round and per-call
-// figures with the broker's CPU and request costs.
-func runRounds(b *testing.B, ps []poller, n int, scalerSide bool) {
+// runRounds runs b.N poll rounds, each one call of pollRound, and reports per-round and
+// per-call figures with the broker's CPU and request costs.
+func runRounds(b *testing.B, pollRound func(ctx context.Context) (time.Duration, []time.Duration, error), scalerSide bool) {
 	ctx := context.Background()
 	// One warm-up round: connection setup and first reads are not what a steady poll costs.
-	if _, _, err := round(ctx, ps, n); err != nil {
+	if _, _, err := pollRound(ctx); err != nil {
 		b.Fatal(err)
 	}
 	measure(b, scalerSide, func() (int, time.Duration, []time.Duration, time.Duration) {
 		var all []time.Duration
 		var walls time.Duration
 		cpu0 := selfCPU()
+		var profiled <-chan error = closedNil
+		if scalerSide {
+			profiled = profileScaler(b)
+		}
 		for i := 0; i < b.N; i++ {
-			wall, lat, err := round(ctx, ps, n)
+			wall, lat, err := pollRound(ctx)
 			if err != nil {
 				b.Fatal(err)
 			}
 			walls += wall
 			all = append(all, lat...)
 		}
-		return b.N, walls, all, selfCPU() - cpu0
+		cpu := selfCPU() - cpu0
+		if err := <-profiled; err != nil {
+			b.Errorf("profile the scaler: %v", err)
+		}
+		return b.N, walls, all, cpu
 	})
+}
+
+// closedNil yields nil at once: no profile to wait for.
+var closedNil = func() <-chan error { c := make(chan error); close(c); return c }()
+
+// keda polls the fleet through KEDA's scalers, n at a time.
+func keda(ps []poller, n int) func(ctx context.Context) (time.Duration, []time.Duration, error) {
+	return func(ctx context.Context) (time.Duration, []time.Duration, error) { return round(ctx, ps, n) }
 }
 
 // selfCPU is this process's CPU time so far (user + system): KEDA's code polling.
@@ -476,7 +505,7 @@ func benchKEDARabbitMQ(b *testing.B, protocol string) {
 		specs := s.GetMetricSpecForScaling(context.Background())
 		ps[i] = poller{s: s, metric: specs[0].External.Metric.Name}
 	}
-	eachConcurrency(b, func(b *testing.B, n int) { runRounds(b, ps, n, false) })
+	eachConcurrency(b, func(b *testing.B, n int) { runRounds(b, keda(ps, n), false) })
 }
 
 // BenchmarkScalerServe polls `scaler serve` through KEDA's external-scaler client (what the
@@ -484,7 +513,48 @@ func benchKEDARabbitMQ(b *testing.B, protocol string) {
 // connection, answered from the scaler's snapshot.
 func BenchmarkScalerServe(b *testing.B) {
 	ps := externalPollers(b)
-	eachConcurrency(b, func(b *testing.B, n int) { runRounds(b, ps, n, true) })
+	eachConcurrency(b, func(b *testing.B, n int) { runRounds(b, keda(ps, n), true) })
+}
+
+// BenchmarkScalerServeGRPC polls the scaler replica's gRPC port with the client gRPC
+// generates from KEDA's externalscaler.proto (KEDA's own package), without the rest of KEDA:
+// n goroutines on one connection, GetMetrics for each of the 1,000 ScaledObjects per round,
+// each request built once. It is the load with the least client cost per call: ghz spends
+// more CPU per call than the scaler answering it, so on two cores shared with the whole
+// stack its rounds measure ghz as much as the scaler.
+func BenchmarkScalerServeGRPC(b *testing.B) {
+	externalPollers(b)
+	conn, err := grpc.NewClient(stack.Scalers[0].GRPC, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = conn.Close() })
+	client := externalscaler.NewExternalScalerClient(conn)
+	reqs := make([]*externalscaler.GetMetricsRequest, fleetSize)
+	for i := range reqs {
+		reqs[i] = &externalscaler.GetMetricsRequest{
+			ScaledObjectRef: &externalscaler.ScaledObjectRef{Name: queueName(i), Namespace: benchNS, ScalerMetadata: map[string]string{
+				"scalerAddress": stack.ScalerAddress, "queue": queueName(i), "messagesPerReplica": "5",
+			}},
+			MetricName: "headroom-desired-replicas",
+		}
+	}
+	eachConcurrency(b, func(b *testing.B, n int) {
+		runRounds(b, func(ctx context.Context) (time.Duration, []time.Duration, error) {
+			return calls(ctx, fleetSize, n, func(ctx context.Context, i int) error {
+				ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				defer cancel()
+				resp, err := client.GetMetrics(ctx, reqs[i])
+				if err != nil {
+					return err
+				}
+				if len(resp.MetricValues) != 1 || resp.MetricValues[0].MetricName != "headroom-desired-replicas" {
+					return fmt.Errorf("%s: metric values %v, want one headroom-desired-replicas", queueName(i), resp.MetricValues)
+				}
+				return nil
+			})
+		}, true)
+	})
 }
 
 // externalPollers is one KEDA external scaler per ScaledObject of the fleet, returned once
