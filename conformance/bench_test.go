@@ -519,9 +519,9 @@ func BenchmarkScalerServe(b *testing.B) {
 // BenchmarkScalerServeGRPC polls the scaler replica's gRPC port with the client gRPC
 // generates from KEDA's externalscaler.proto (KEDA's own package), without the rest of KEDA:
 // n goroutines on one connection, GetMetrics for each of the 1,000 ScaledObjects per round,
-// each request built once. It is the load with the least client cost per call: ghz spends
-// more CPU per call than the scaler answering it, so on two cores shared with the whole
-// stack its rounds measure ghz as much as the scaler.
+// each request built once. It is the load with the least client cost per call, to tell the
+// load tool's share of a round from the scaler's: ghz spends about as much CPU per call as
+// the scaler answering it, on the same two cores.
 func BenchmarkScalerServeGRPC(b *testing.B) {
 	externalPollers(b)
 	conn, err := grpc.NewClient(stack.Scalers[0].GRPC, grpc.WithTransportCredentials(insecure.NewCredentials()))
