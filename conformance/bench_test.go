@@ -109,8 +109,20 @@ func buildFleet(ctx context.Context) error {
 
 func queueName(i int) string { return fmt.Sprintf("%s%04d", benchPrefix, i) }
 
+// fleetMetric is the metric name the scaler gives every ScaledObject (GetMetricSpec).
+const fleetMetric = "headroom-desired-replicas"
+
+// fleetMetadata is the trigger metadata of the fleet's i-th ScaledObject, as KEDA sends it.
+func fleetMetadata(i int) map[string]string {
+	return map[string]string{"scalerAddress": stack.ScalerAddress, "queue": queueName(i), "messagesPerReplica": "5"}
+}
+
 func createFleetMember(ctx context.Context, i int) error {
 	name := queueName(i)
+	metadata := map[string]any{} // unstructured objects hold map[string]any, not map[string]string
+	for k, v := range fleetMetadata(i) {
+		metadata[k] = v
+	}
 	d := idleDeployment(benchNS, name, "10m", "16Mi")
 	if _, err := kube.AppsV1().Deployments(benchNS).Create(ctx, d, metav1.CreateOptions{}); err != nil {
 		return err
@@ -120,9 +132,7 @@ func createFleetMember(ctx context.Context, i int) error {
 		"metadata": map[string]any{"name": name, "namespace": benchNS},
 		"spec": map[string]any{
 			"scaleTargetRef": map[string]any{"name": name}, "minReplicaCount": int64(0), "maxReplicaCount": int64(10),
-			"triggers": []any{map[string]any{"type": "external", "metadata": map[string]any{
-				"scalerAddress": stack.ScalerAddress, "queue": name, "messagesPerReplica": "5",
-			}}},
+			"triggers": []any{map[string]any{"type": "external", "metadata": metadata}},
 		},
 	}}
 	_, err := dyn.Resource(scaledObjects).Namespace(benchNS).Create(ctx, so, metav1.CreateOptions{})
@@ -265,15 +275,23 @@ type poller struct {
 // round polls every scaler once with n concurrent pollers, as KEDA's polling loops would,
 // and returns the wall time and each call's latency.
 func round(ctx context.Context, ps []poller, n int) (time.Duration, []time.Duration, error) {
-	return calls(ctx, len(ps), n, func(ctx context.Context, i int) error {
+	return calls(ctx, len(ps), n, kedaPoll(ps))
+}
+
+// pollCall makes the i-th call of a round.
+type pollCall func(ctx context.Context, i int) error
+
+// kedaPoll polls the i-th scaler as KEDA's polling loop does.
+func kedaPoll(ps []poller) pollCall {
+	return func(ctx context.Context, i int) error {
 		_, _, err := ps[i].s.GetMetricsAndActivity(ctx, ps[i].metric)
 		return err
-	})
+	}
 }
 
 // calls runs call(0) … call(count-1) on n concurrent goroutines, each taking the next index
 // as it finishes one, and returns the wall time and each call's latency.
-func calls(ctx context.Context, count, n int, call func(ctx context.Context, i int) error) (time.Duration, []time.Duration, error) {
+func calls(ctx context.Context, count, n int, call pollCall) (time.Duration, []time.Duration, error) {
 	lat := make([]time.Duration, count)
 	errs := make([]error, n)
 	next := make(chan int, count)
@@ -319,24 +337,24 @@ func eachConcurrency(b *testing.B, poll func(b *testing.B, n int)) {
 	}
 }
 
-// runRounds runs b.N poll rounds, each one call of pollRound, and reports per-round and
-// per-call figures with the broker's CPU and request costs.
-func runRounds(b *testing.B, pollRound func(ctx context.Context) (time.Duration, []time.Duration, error), scalerSide bool) {
+// runRounds runs b.N poll rounds, each call(0) … call(count-1) on n concurrent pollers, and
+// reports per-round and per-call figures with the broker's CPU and request costs.
+func runRounds(b *testing.B, count, n int, call pollCall, scalerSide bool) {
 	ctx := context.Background()
 	// One warm-up round: connection setup and first reads are not what a steady poll costs.
-	if _, _, err := pollRound(ctx); err != nil {
+	if _, _, err := calls(ctx, count, n, call); err != nil {
 		b.Fatal(err)
 	}
 	measure(b, scalerSide, func() (int, time.Duration, []time.Duration, time.Duration) {
 		var all []time.Duration
 		var walls time.Duration
 		cpu0 := selfCPU()
-		var profiled <-chan error = closedNil
+		var profiled <-chan error // the scaler's profile, under its own load only
 		if scalerSide {
 			profiled = profileScaler(b)
 		}
 		for i := 0; i < b.N; i++ {
-			wall, lat, err := pollRound(ctx)
+			wall, lat, err := calls(ctx, count, n, call)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -344,19 +362,13 @@ func runRounds(b *testing.B, pollRound func(ctx context.Context) (time.Duration,
 			all = append(all, lat...)
 		}
 		cpu := selfCPU() - cpu0
-		if err := <-profiled; err != nil {
-			b.Errorf("profile the scaler: %v", err)
+		if profiled != nil {
+			if err := <-profiled; err != nil {
+				b.Errorf("profile the scaler: %v", err)
+			}
 		}
 		return b.N, walls, all, cpu
 	})
-}
-
-// closedNil yields nil at once: no profile to wait for.
-var closedNil = func() <-chan error { c := make(chan error); close(c); return c }()
-
-// keda polls the fleet through KEDA's scalers, n at a time.
-func keda(ps []poller, n int) func(ctx context.Context) (time.Duration, []time.Duration, error) {
-	return func(ctx context.Context) (time.Duration, []time.Duration, error) { return round(ctx, ps, n) }
 }
 
 // selfCPU is this process's CPU time so far (user + system): KEDA's code polling.
@@ -505,7 +517,7 @@ func benchKEDARabbitMQ(b *testing.B, protocol string) {
 		specs := s.GetMetricSpecForScaling(context.Background())
 		ps[i] = poller{s: s, metric: specs[0].External.Metric.Name}
 	}
-	eachConcurrency(b, func(b *testing.B, n int) { runRounds(b, keda(ps, n), false) })
+	eachConcurrency(b, func(b *testing.B, n int) { runRounds(b, len(ps), n, kedaPoll(ps), false) })
 }
 
 // BenchmarkScalerServe polls `scaler serve` through KEDA's external-scaler client (what the
@@ -513,7 +525,7 @@ func benchKEDARabbitMQ(b *testing.B, protocol string) {
 // connection, answered from the scaler's snapshot.
 func BenchmarkScalerServe(b *testing.B) {
 	ps := externalPollers(b)
-	eachConcurrency(b, func(b *testing.B, n int) { runRounds(b, keda(ps, n), true) })
+	eachConcurrency(b, func(b *testing.B, n int) { runRounds(b, len(ps), n, kedaPoll(ps), true) })
 }
 
 // BenchmarkScalerServeGRPC polls the scaler replica's gRPC port with the client gRPC
@@ -533,26 +545,22 @@ func BenchmarkScalerServeGRPC(b *testing.B) {
 	reqs := make([]*externalscaler.GetMetricsRequest, fleetSize)
 	for i := range reqs {
 		reqs[i] = &externalscaler.GetMetricsRequest{
-			ScaledObjectRef: &externalscaler.ScaledObjectRef{Name: queueName(i), Namespace: benchNS, ScalerMetadata: map[string]string{
-				"scalerAddress": stack.ScalerAddress, "queue": queueName(i), "messagesPerReplica": "5",
-			}},
-			MetricName: "headroom-desired-replicas",
+			ScaledObjectRef: &externalscaler.ScaledObjectRef{Name: queueName(i), Namespace: benchNS, ScalerMetadata: fleetMetadata(i)},
+			MetricName:      fleetMetric,
 		}
 	}
 	eachConcurrency(b, func(b *testing.B, n int) {
-		runRounds(b, func(ctx context.Context) (time.Duration, []time.Duration, error) {
-			return calls(ctx, fleetSize, n, func(ctx context.Context, i int) error {
-				ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-				defer cancel()
-				resp, err := client.GetMetrics(ctx, reqs[i])
-				if err != nil {
-					return err
-				}
-				if len(resp.MetricValues) != 1 || resp.MetricValues[0].MetricName != "headroom-desired-replicas" {
-					return fmt.Errorf("%s: metric values %v, want one headroom-desired-replicas", queueName(i), resp.MetricValues)
-				}
-				return nil
-			})
+		runRounds(b, fleetSize, n, func(ctx context.Context, i int) error {
+			ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			resp, err := client.GetMetrics(ctx, reqs[i])
+			if err != nil {
+				return err
+			}
+			if len(resp.MetricValues) != 1 || resp.MetricValues[0].MetricName != fleetMetric {
+				return fmt.Errorf("%s: metric values %v, want one %s", queueName(i), resp.MetricValues, fleetMetric)
+			}
+			return nil
 		}, true)
 	})
 }
@@ -563,8 +571,7 @@ func externalPollers(b *testing.B) []poller {
 	setupFleet(b)
 	ps := make([]poller, fleetSize)
 	for i := range ps {
-		md := map[string]string{"scalerAddress": stack.ScalerAddress, "queue": queueName(i), "messagesPerReplica": "5"}
-		s, err := scalers.NewExternalScaler(scalerConfig(benchNS, queueName(i), md))
+		s, err := scalers.NewExternalScaler(scalerConfig(benchNS, queueName(i), fleetMetadata(i)))
 		if err != nil {
 			b.Fatalf("KEDA NewExternalScaler %d: %v", i, err)
 		}
@@ -672,10 +679,8 @@ func BenchmarkScalerServeGhz(b *testing.B) {
 	reqs := make([]map[string]any, fleetSize)
 	for i := range reqs {
 		reqs[i] = map[string]any{
-			"scaledObjectRef": map[string]any{"name": queueName(i), "namespace": benchNS, "scalerMetadata": map[string]string{
-				"scalerAddress": stack.ScalerAddress, "queue": queueName(i), "messagesPerReplica": "5",
-			}},
-			"metricName": "headroom-desired-replicas",
+			"scaledObjectRef": map[string]any{"name": queueName(i), "namespace": benchNS, "scalerMetadata": fleetMetadata(i)},
+			"metricName":      fleetMetric,
 		}
 	}
 	data, err := json.Marshal(reqs)
