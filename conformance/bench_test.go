@@ -337,6 +337,77 @@ func eachConcurrency(b *testing.B, poll func(b *testing.B, n int)) {
 	}
 }
 
+// paces are the poll rates of the paced sub-benchmarks, in polls a second over the whole
+// fleet: about what 1,000 ScaledObjects ask at KEDA's defaults (the operator polls each one
+// every 30 s, and the HPA reads each one's metric every 15 s through KEDA's metrics server,
+// which polls the scaler again: 100 polls a second), and ten times that.
+var paces = []int{100, 1000}
+
+// eachPace runs paced rounds of call as one sub-benchmark per entry of paces.
+func eachPace(b *testing.B, count int, call pollCall, scalerSide bool) {
+	for _, rate := range paces {
+		b.Run(fmt.Sprintf("polls-per-s=%d", rate), func(b *testing.B) { runPaced(b, count, rate, call, scalerSide) })
+	}
+}
+
+// paced starts call(0) … call(count-1) at rate calls a second, each on a goroutine of its
+// own whether or not the calls before it have returned, as KEDA's loops (one per
+// ScaledObject) do not wait for each other, and returns each call's latency. Unlike a
+// round of calls, a call here does not queue behind others of the same client: its
+// latency is what one poll costs at that rate, waits for a core included.
+func paced(ctx context.Context, count, rate int, call pollCall) ([]time.Duration, error) {
+	lat := make([]time.Duration, count)
+	errs := make([]error, count)
+	interval := time.Second / time.Duration(rate)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i := range count {
+		if d := time.Until(start.Add(time.Duration(i) * interval)); d > 0 {
+			time.Sleep(d)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t0 := time.Now()
+			err := call(ctx, i)
+			lat[i] = time.Since(t0)
+			if err != nil {
+				errs[i] = fmt.Errorf("poll %d: %w", i, err)
+			}
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return lat, err
+		}
+	}
+	return lat, nil
+}
+
+// runPaced runs b.N paced rounds, each call(0) … call(count-1) at rate calls a second, and
+// reports per-call figures and the CPU costs per 1,000 calls (a paced round's wall time is
+// the pace's, so none is reported).
+func runPaced(b *testing.B, count, rate int, call pollCall, scalerSide bool) {
+	ctx := context.Background()
+	// One warm-up round, as fast as it goes: connections are set up and first reads done.
+	if _, _, err := calls(ctx, count, pollers, call); err != nil {
+		b.Fatal(err)
+	}
+	measure(b, scalerSide, func() (int, time.Duration, []time.Duration, time.Duration) {
+		var all []time.Duration
+		cpu0 := selfCPU()
+		for i := 0; i < b.N; i++ {
+			lat, err := paced(ctx, count, rate, call)
+			if err != nil {
+				b.Fatal(err)
+			}
+			all = append(all, lat...)
+		}
+		return b.N, 0, all, selfCPU() - cpu0
+	})
+}
+
 // runRounds runs b.N poll rounds, each call(0) … call(count-1) on n concurrent pollers, and
 // reports per-round and per-call figures with the broker's CPU and request costs.
 func runRounds(b *testing.B, count, n int, call pollCall, scalerSide bool) {
@@ -427,9 +498,10 @@ func scalerCPU(ctx context.Context) (time.Duration, error) {
 }
 
 // measure runs load, which polls whole rounds and returns how many rounds ran while it
-// held the timer, the wall time of the rounds it reports, those rounds' call latencies and
-// the CPU the polling client used, and reports them with the broker's CPU and connections
-// and, for the scaler, its own CPU and its broker requests over the same time.
+// held the timer, the wall time of the rounds it reports (0 for paced rounds), those
+// rounds' call latencies and the CPU the polling client used, and reports them with the
+// broker's CPU and connections and, for the scaler, its own CPU and its broker requests over
+// the same time.
 func measure(b *testing.B, scalerSide bool, load func() (rounds int, walls time.Duration, lat []time.Duration, clientCPU time.Duration)) {
 	ctx := context.Background()
 	cpu0, err := brokerCPU(ctx)
@@ -465,8 +537,10 @@ func measure(b *testing.B, scalerSide bool, load func() (rounds int, walls time.
 	slices.Sort(all)
 	pct := func(p float64) float64 { return float64(all[int(p*float64(len(all)-1))].Microseconds()) / 1000 }
 	perRound := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 / float64(rounds) }
-	reported := len(all) / fleetSize
-	b.ReportMetric(float64(walls.Microseconds())/1000/float64(reported), "ms/round")
+	if walls > 0 { // a paced load's rounds last as long as the pace makes them
+		reported := len(all) / fleetSize
+		b.ReportMetric(float64(walls.Microseconds())/1000/float64(reported), "ms/round")
+	}
 	b.ReportMetric(pct(0.50), "p50-ms/call")
 	b.ReportMetric(pct(0.99), "p99-ms/call")
 	b.ReportMetric(perRound(cpu1-cpu0), "broker-cpu-ms/round")
@@ -518,6 +592,7 @@ func benchKEDARabbitMQ(b *testing.B, protocol string) {
 		ps[i] = poller{s: s, metric: specs[0].External.Metric.Name}
 	}
 	eachConcurrency(b, func(b *testing.B, n int) { runRounds(b, len(ps), n, kedaPoll(ps), false) })
+	eachPace(b, len(ps), kedaPoll(ps), false)
 }
 
 // BenchmarkScalerServe polls `scaler serve` through KEDA's external-scaler client (what the
@@ -526,6 +601,7 @@ func benchKEDARabbitMQ(b *testing.B, protocol string) {
 func BenchmarkScalerServe(b *testing.B) {
 	ps := externalPollers(b)
 	eachConcurrency(b, func(b *testing.B, n int) { runRounds(b, len(ps), n, kedaPoll(ps), true) })
+	eachPace(b, len(ps), kedaPoll(ps), true)
 }
 
 // BenchmarkScalerServeGRPC polls the scaler replica's gRPC port with the client gRPC
