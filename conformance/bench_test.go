@@ -346,7 +346,7 @@ var paces = []int{100, 1000}
 // eachPace runs paced rounds of call as one sub-benchmark per entry of paces.
 func eachPace(b *testing.B, count int, call pollCall, scalerSide bool) {
 	for _, rate := range paces {
-		b.Run(fmt.Sprintf("polls-per-s=%d", rate), func(b *testing.B) { runPaced(b, count, rate, call, scalerSide) })
+		b.Run(fmt.Sprintf("polls-per-s=%d", rate), func(b *testing.B) { runRounds(b, count, pollers, rate, call, scalerSide) })
 	}
 }
 
@@ -385,47 +385,34 @@ func paced(ctx context.Context, count, rate int, call pollCall) ([]time.Duration
 	return lat, nil
 }
 
-// runPaced runs b.N paced rounds, each call(0) … call(count-1) at rate calls a second, and
-// reports per-call figures and the CPU costs per 1,000 calls (a paced round's wall time is
-// the pace's, so none is reported).
-func runPaced(b *testing.B, count, rate int, call pollCall, scalerSide bool) {
-	ctx := context.Background()
-	// One warm-up round, as fast as it goes: connections are set up and first reads done.
-	if _, _, err := calls(ctx, count, pollers, call); err != nil {
-		b.Fatal(err)
-	}
-	measure(b, scalerSide, func() (int, time.Duration, []time.Duration, time.Duration) {
-		var all []time.Duration
-		cpu0 := selfCPU()
-		for i := 0; i < b.N; i++ {
-			lat, err := paced(ctx, count, rate, call)
-			if err != nil {
-				b.Fatal(err)
-			}
-			all = append(all, lat...)
-		}
-		return b.N, 0, all, selfCPU() - cpu0
-	})
-}
-
-// runRounds runs b.N poll rounds, each call(0) … call(count-1) on n concurrent pollers, and
-// reports per-round and per-call figures with the broker's CPU and request costs.
-func runRounds(b *testing.B, count, n int, call pollCall, scalerSide bool) {
+// runRounds runs b.N rounds of call(0) … call(count-1) and reports per-call figures and the
+// CPU costs per round with the broker's request costs. With rate 0 a round runs back to
+// back on n concurrent pollers and its wall time is reported; otherwise it is paced at rate
+// calls a second, lasts as long as the pace makes it (no wall time is reported) and n is
+// only the warm-up's concurrency.
+func runRounds(b *testing.B, count, n, rate int, call pollCall, scalerSide bool) {
 	ctx := context.Background()
 	// One warm-up round: connection setup and first reads are not what a steady poll costs.
 	if _, _, err := calls(ctx, count, n, call); err != nil {
 		b.Fatal(err)
 	}
+	round := func() (time.Duration, []time.Duration, error) { return calls(ctx, count, n, call) }
+	if rate > 0 {
+		round = func() (time.Duration, []time.Duration, error) {
+			lat, err := paced(ctx, count, rate, call)
+			return 0, lat, err
+		}
+	}
 	measure(b, scalerSide, func() (int, time.Duration, []time.Duration, time.Duration) {
 		var all []time.Duration
 		var walls time.Duration
 		cpu0 := selfCPU()
-		var profiled <-chan error // the scaler's profile, under its own load only
-		if scalerSide {
+		var profiled <-chan error // the scaler's profile, under its own back-to-back load only
+		if scalerSide && rate == 0 {
 			profiled = profileScaler(b)
 		}
 		for i := 0; i < b.N; i++ {
-			wall, lat, err := calls(ctx, count, n, call)
+			wall, lat, err := round()
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -591,7 +578,7 @@ func benchKEDARabbitMQ(b *testing.B, protocol string) {
 		specs := s.GetMetricSpecForScaling(context.Background())
 		ps[i] = poller{s: s, metric: specs[0].External.Metric.Name}
 	}
-	eachConcurrency(b, func(b *testing.B, n int) { runRounds(b, len(ps), n, kedaPoll(ps), false) })
+	eachConcurrency(b, func(b *testing.B, n int) { runRounds(b, len(ps), n, 0, kedaPoll(ps), false) })
 	eachPace(b, len(ps), kedaPoll(ps), false)
 }
 
@@ -600,7 +587,7 @@ func benchKEDARabbitMQ(b *testing.B, protocol string) {
 // connection, answered from the scaler's snapshot.
 func BenchmarkScalerServe(b *testing.B) {
 	ps := externalPollers(b)
-	eachConcurrency(b, func(b *testing.B, n int) { runRounds(b, len(ps), n, kedaPoll(ps), true) })
+	eachConcurrency(b, func(b *testing.B, n int) { runRounds(b, len(ps), n, 0, kedaPoll(ps), true) })
 	eachPace(b, len(ps), kedaPoll(ps), true)
 }
 
@@ -626,7 +613,7 @@ func BenchmarkScalerServeGRPC(b *testing.B) {
 		}
 	}
 	eachConcurrency(b, func(b *testing.B, n int) {
-		runRounds(b, fleetSize, n, func(ctx context.Context, i int) error {
+		runRounds(b, fleetSize, n, 0, func(ctx context.Context, i int) error {
 			ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			defer cancel()
 			resp, err := client.GetMetrics(ctx, reqs[i])
