@@ -148,6 +148,16 @@ func startStack() (stop func(), err error) {
 	if v := os.Getenv("HEADROOM_SCALER_REFRESH"); v != "" {
 		args = append(args, "-refresh", v)
 	}
+	// ... with an environment of its own for experiments (GOGC, GOMAXPROCS: whitespace
+	// separated KEY=VALUE pairs), which this test process and the rest of the stack keep out of ...
+	for _, kv := range strings.Fields(os.Getenv("HEADROOM_SCALER_ENV")) {
+		args = append(args, "-scaler-env", kv)
+	}
+	// ... and pinned to CPUs of its own (a taskset list; run the test under `taskset` to keep
+	// everything else off them).
+	if v := os.Getenv("HEADROOM_SCALER_CPUS"); v != "" {
+		args = append(args, "-scaler-cpus", v)
+	}
 	cmd := exec.Command(demo, args...)
 	cmd.Dir = root
 	cmd.Stdout, cmd.Stderr = logf, logf

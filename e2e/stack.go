@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -51,6 +52,13 @@ type StackOptions struct {
 	Refresh time.Duration
 	// ScalerArgs are extra `scaler serve` flags.
 	ScalerArgs []string
+	// ScalerEnv are KEY=VALUE pairs added to the scaler processes' environment (GOGC,
+	// GOMAXPROCS, GODEBUG for an experiment), without changing the environment of anything
+	// else the stack runs.
+	ScalerEnv []string
+	// ScalerCPUs pins the scaler processes to these CPUs (a list as taskset takes it:
+	// "1", "0,2", "2-3"); "" leaves them where the kernel puts them.
+	ScalerCPUs string
 	// BrokerStatsDefaults runs the broker with RabbitMQ's own statistics settings
 	// (lab.RabbitMQOptions.StatsDefaults) instead of the harness's fast ones.
 	BrokerStatsDefaults bool
@@ -82,8 +90,14 @@ type Scaler struct {
 	HTTPAddr string // 127.0.0.1:PORT (/metrics, /healthz, /readyz)
 	bin      string
 	args     []string
+	env      []string // added to the inherited environment
+	cpus     string   // taskset CPU list, "" for none
 	log      string
 }
+
+// cpuList is the CPU list syntax StackOptions.ScalerCPUs accepts: numbers and ranges, comma
+// separated.
+var cpuList = regexp.MustCompile(`^[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*$`)
 
 // StartStack starts the components in order (broker, control plane and nodes, KEDA, scaler)
 // and returns once each is ready. On error everything already started is stopped. Missing
@@ -94,6 +108,19 @@ func StartStack(ctx context.Context, opts StackOptions) (s *Stack, err error) {
 	}
 	if opts.Refresh < 0 {
 		return nil, fmt.Errorf("start stack: refresh %v is negative", opts.Refresh)
+	}
+	for _, kv := range opts.ScalerEnv {
+		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
+			return nil, fmt.Errorf("start stack: scaler environment %q is not KEY=VALUE", kv)
+		}
+	}
+	if opts.ScalerCPUs != "" {
+		if !cpuList.MatchString(opts.ScalerCPUs) {
+			return nil, fmt.Errorf("start stack: scaler CPUs %q is not a CPU list such as 1, 0,2 or 2-3", opts.ScalerCPUs)
+		}
+		if _, err := exec.LookPath("taskset"); err != nil {
+			return nil, fmt.Errorf("start stack: scaler CPUs %q: taskset not on PATH (install util-linux): %w", opts.ScalerCPUs, lab.ErrUnavailable)
+		}
 	}
 	replicas := max(opts.ScalerReplicas, 1)
 	refresh := opts.Refresh
@@ -187,6 +214,7 @@ func StartStack(ctx context.Context, opts StackOptions) (s *Stack, err error) {
 			if err != nil {
 				return err
 			}
+			sc.env, sc.cpus = opts.ScalerEnv, opts.ScalerCPUs
 			s.Scalers = append(s.Scalers, sc)
 			addrs = append(addrs, sc.GRPCAddr)
 		}
@@ -237,10 +265,23 @@ func newScaler(bin string, i int, s *Stack, refresh time.Duration, extra []strin
 	return sc, nil
 }
 
+// command is the scaler's command line: under taskset when it is pinned (taskset sets the
+// affinity and execs the scaler, so the PID is the scaler's), with its extra environment.
+func (sc *Scaler) command() *exec.Cmd {
+	cmd := exec.Command(sc.bin, sc.args...)
+	if sc.cpus != "" {
+		cmd = exec.Command("taskset", append([]string{"--cpu-list", sc.cpus, sc.bin}, sc.args...)...)
+	}
+	if len(sc.env) > 0 {
+		cmd.Env = append(os.Environ(), sc.env...)
+	}
+	return cmd
+}
+
 // Start (re)starts the scaler process with its original flags and waits until /readyz
 // answers 200.
 func (sc *Scaler) Start(ctx context.Context) error {
-	p, err := lab.Start(filepath.Base(sc.log), exec.Command(sc.bin, sc.args...), sc.log)
+	p, err := lab.Start(filepath.Base(sc.log), sc.command(), sc.log)
 	if err != nil {
 		return err
 	}

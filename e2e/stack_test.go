@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -40,6 +41,10 @@ func TestStartStackRejectsBadOptions(t *testing.T) {
 	}{
 		{"negative replicas", StackOptions{ScalerReplicas: -1}, "scaler replicas -1 is negative"},
 		{"negative refresh", StackOptions{Refresh: -1}, "refresh -1ns is negative"},
+		{"environment without =", StackOptions{ScalerEnv: []string{"GOGC=400", "GOMAXPROCS"}}, `scaler environment "GOMAXPROCS" is not KEY=VALUE`},
+		{"environment without a key", StackOptions{ScalerEnv: []string{"=1"}}, `scaler environment "=1" is not KEY=VALUE`},
+		{"CPU list", StackOptions{ScalerCPUs: "one"}, `scaler CPUs "one" is not a CPU list`},
+		{"CPU list with a trailing comma", StackOptions{ScalerCPUs: "0,"}, `scaler CPUs "0," is not a CPU list`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := StartStack(context.Background(), tc.opts)
@@ -47,5 +52,37 @@ func TestStartStackRejectsBadOptions(t *testing.T) {
 				t.Fatalf("StartStack(%+v) = %v, want an error with %q", tc.opts, err, tc.want)
 			}
 		})
+	}
+}
+
+// The scaler's extra environment and CPU pinning reach the process itself, checked by the
+// kernel's own view of it (/proc/self) in place of the scaler, and nothing of the parent's
+// environment is lost.
+func TestScalerCommandEnvAndCPUs(t *testing.T) {
+	if _, err := exec.LookPath("taskset"); err != nil {
+		t.Skip("taskset (util-linux) not installed")
+	}
+	t.Setenv("HEADROOM_PARENT_VALUE", "kept")
+	script := `grep Cpus_allowed_list /proc/self/status; echo "GOGC=$GOGC parent=$HEADROOM_PARENT_VALUE"`
+	for _, tc := range []struct {
+		cpus, env string
+		want      []string
+	}{
+		{"0", "GOGC=400", []string{"Cpus_allowed_list:\t0\n", "GOGC=400 parent=kept"}},
+		{"", "", []string{"GOGC= parent=kept"}},
+	} {
+		sc := &Scaler{bin: "/bin/sh", args: []string{"-c", script}, cpus: tc.cpus}
+		if tc.env != "" {
+			sc.env = []string{tc.env}
+		}
+		out, err := sc.command().Output()
+		if err != nil {
+			t.Fatalf("cpus %q env %q: %v", tc.cpus, tc.env, err)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(string(out), w) {
+				t.Errorf("cpus %q env %q: output %q lacks %q", tc.cpus, tc.env, out, w)
+			}
+		}
 	}
 }

@@ -108,6 +108,8 @@ func TestStackRejectsBadFlags(t *testing.T) {
 		{name: "zero refresh", args: []string{"-refresh", "0s"}, want: "-refresh 0s"},
 		{name: "negative refresh", args: []string{"-refresh", "-1s"}, want: "-refresh -1s"},
 		{name: "argument", args: []string{"extra"}, want: `unexpected argument "extra"`},
+		{name: "scaler environment", args: []string{"-scaler-env", "GOGC=400", "-scaler-env", "GOGC"}, want: `scaler environment "GOGC" is not KEY=VALUE`},
+		{name: "scaler CPUs", args: []string{"-scaler-cpus", "1;2"}, want: `scaler CPUs "1;2"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var stderr strings.Builder
