@@ -898,10 +898,11 @@ func ghzBinary(b *testing.B) string {
 
 // profileScaler, when HEADROOM_BENCH_PROFILE names a file, takes a CPU profile of the scaler
 // replica for the first 5 s of the load (the demo stack serves its profiles) and writes it
-// there. The channel yields the outcome once done, nil at once when no profile is asked for.
+// next to that name, one file per benchmark (profilePath). The channel yields the outcome
+// once done, nil at once when no profile is asked for.
 func profileScaler(b *testing.B) <-chan error {
 	done := make(chan error, 1)
-	path := os.Getenv("HEADROOM_BENCH_PROFILE")
+	path := profilePath(os.Getenv("HEADROOM_BENCH_PROFILE"), b.Name())
 	if path == "" {
 		done <- nil
 		return done
@@ -932,4 +933,15 @@ func profileScaler(b *testing.B) <-chan error {
 		done <- err
 	}()
 	return done
+}
+
+// profilePath is where the profile of benchmark name goes when HEADROOM_BENCH_PROFILE is
+// base: the benchmark's name (sub-benchmark separators as "_") before base's extension, so
+// that the sub-benchmarks of one run each keep their own; "" when base is.
+func profilePath(base, name string) string {
+	if base == "" {
+		return ""
+	}
+	ext := filepath.Ext(base)
+	return strings.TrimSuffix(base, ext) + "." + strings.ReplaceAll(name, "/", "_") + ext
 }

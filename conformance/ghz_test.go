@@ -84,3 +84,17 @@ func TestBucketQuantile(t *testing.T) {
 		t.Errorf("no buckets: %v, want 0", got)
 	}
 }
+
+// Each benchmark of a run writes its scaler profile to a file of its own: the second
+// sub-benchmark no longer overwrites the first's.
+func TestProfilePath(t *testing.T) {
+	for _, tc := range []struct{ base, name, want string }{
+		{"", "BenchmarkScalerIdle", ""},
+		{"scaler.prof", "BenchmarkScalerServeGRPC/pollers=32", "scaler.BenchmarkScalerServeGRPC_pollers=32.prof"},
+		{"out/scaler", "BenchmarkScalerIdle", "out/scaler.BenchmarkScalerIdle"},
+	} {
+		if got := profilePath(tc.base, tc.name); got != tc.want {
+			t.Errorf("profilePath(%q, %q) = %q, want %q", tc.base, tc.name, got, tc.want)
+		}
+	}
+}
