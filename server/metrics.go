@@ -120,9 +120,11 @@ const WindowSize = 1 << 20
 //     estimates the bandwidth-delay product by sending a PING each time data arrives while
 //     none is outstanding: with one call at a time, a ping and its acknowledgement for
 //     every call, each an extra write and read on the connection and a wake-up of its
-//     reader, for messages that never come near a window.
+//     reader, for messages that never come near a window;
+//   - requestCodec: a request seen before is not decoded again.
 func (s *Server) GRPCOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
+		grpc.ForceServerCodecV2(newRequestCodec()),
 		grpc.ChainUnaryInterceptor(s.UnaryInterceptor()),
 		grpc.ChainStreamInterceptor(s.StreamInterceptor()),
 		grpc.NumStreamWorkers(StreamWorkers),

@@ -77,7 +77,9 @@ func newEnv(t *testing.T, o envOptions) *env {
 	if o.serverTLS != nil {
 		sopts = append(sopts, grpc.Creds(credentials.NewTLS(o.serverTLS)))
 	}
-	sopts = append(sopts, grpc.ChainUnaryInterceptor(srv.UnaryInterceptor()), grpc.ChainStreamInterceptor(srv.StreamInterceptor()))
+	// The options the scaler serves with (interceptors, stream workers, windows, the request
+	// memo), so that every call of these tests goes through them.
+	sopts = append(sopts, srv.GRPCOptions()...)
 	g := grpc.NewServer(sopts...)
 	srv.Register(g)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
