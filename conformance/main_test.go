@@ -149,7 +149,7 @@ func startStack() (stop func(), err error) {
 		args = append(args, "-refresh", v)
 	}
 	// ... with an environment of its own for experiments (GOGC, GOMAXPROCS: whitespace
-	// separated KEY=VALUE pairs), which this test process and the rest of the stack keep out of ...
+	// separated KEY=VALUE pairs), kept out of this test process and the rest of the stack ...
 	for _, kv := range strings.Fields(os.Getenv("HEADROOM_SCALER_ENV")) {
 		args = append(args, "-scaler-env", kv)
 	}
