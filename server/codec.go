@@ -21,7 +21,7 @@ const maxMemoRequests = 10000
 // requestCodec is gRPC's protobuf codec with a memo of the requests KEDA repeats. KEDA
 // polls each ScaledObject with the same request at every poll (its name, namespace and
 // trigger metadata); decoding one through the protobuf runtime rebuilds the metadata map by
-// reflection, a third of the server's allocations per call. The memo maps a request's bytes
+// reflection, about 25 allocations of each call. The memo maps a request's bytes
 // to its decoded form, and a call whose bytes were seen before gets the decoded fields
 // without decoding (the nested ScaledObjectRef and its metadata map are shared between
 // calls: the handlers only read requests). Only messages without unknown fields are kept,
