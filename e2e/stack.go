@@ -268,10 +268,11 @@ func newScaler(bin string, i int, s *Stack, refresh time.Duration, extra []strin
 // command is the scaler's command line: under taskset when it is pinned (taskset sets the
 // affinity and execs the scaler, so the PID is the scaler's), with its extra environment.
 func (sc *Scaler) command() *exec.Cmd {
-	cmd := exec.Command(sc.bin, sc.args...)
+	name, args := sc.bin, sc.args
 	if sc.cpus != "" {
-		cmd = exec.Command("taskset", append([]string{"--cpu-list", sc.cpus, sc.bin}, sc.args...)...)
+		name, args = "taskset", append([]string{"--cpu-list", sc.cpus, sc.bin}, sc.args...)
 	}
+	cmd := exec.Command(name, args...)
 	if len(sc.env) > 0 {
 		cmd.Env = append(os.Environ(), sc.env...)
 	}
