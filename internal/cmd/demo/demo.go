@@ -410,10 +410,13 @@ type view struct {
 	workload map[string]wlView
 }
 
+// wlView is one workload's line. answer is headroom's (its desired-replicas metric); hpa is
+// the HPA's desired count, which lags between one and zero replicas (KEDA itself makes that
+// step; the HPA reports it at its next sync); current is the Deployment's spec.
 type wlView struct {
-	desired, current, ready int32
-	pending                 int
-	fit, limit              string
+	hpa, current, ready int32
+	pending             int
+	answer, fit, limit  string
 }
 
 func (v view) line() string {
@@ -424,7 +427,7 @@ func (v view) line() string {
 	}
 	for _, n := range []string{"worker", "loader"} {
 		x := v.workload[n]
-		fmt.Fprintf(&b, "| %s desired=%d current=%d ready=%d pending=%d fit=%s limit=%s ", n, x.desired, x.current, x.ready, x.pending, x.fit, x.limit)
+		fmt.Fprintf(&b, "| %s answer=%s hpa=%d current=%d ready=%d pending=%d fit=%s limit=%s ", n, x.answer, x.hpa, x.current, x.ready, x.pending, x.fit, x.limit)
 	}
 	return strings.TrimSpace(b.String())
 }
@@ -502,7 +505,7 @@ func observeDemo(ctx context.Context, s *e2e.Stack) (view, error) {
 		return v, err
 	}
 	for _, name := range []string{"worker", "loader"} {
-		x := wlView{fit: "-", limit: "-"}
+		x := wlView{answer: "-", fit: "-", limit: "-"}
 		if d, err := c.AppsV1().Deployments(demoNamespace).Get(ctx, name, metav1.GetOptions{}); err == nil {
 			if d.Spec.Replicas != nil {
 				x.current = *d.Spec.Replicas
@@ -510,7 +513,7 @@ func observeDemo(ctx context.Context, s *e2e.Stack) (view, error) {
 			x.ready = d.Status.ReadyReplicas
 		}
 		if h, err := c.AutoscalingV2().HorizontalPodAutoscalers(demoNamespace).Get(ctx, "keda-hpa-"+name, metav1.GetOptions{}); err == nil {
-			x.desired = h.Status.DesiredReplicas
+			x.hpa = h.Status.DesiredReplicas
 		}
 		for _, p := range pods.Items {
 			if p.Labels["app.kubernetes.io/name"] != name || p.Status.Phase != corev1.PodPending {
@@ -523,6 +526,9 @@ func observeDemo(ctx context.Context, s *e2e.Stack) (view, error) {
 			}
 		}
 		if m, ok := metrics[name]; ok {
+			if m.answer != "" {
+				x.answer = m.answer
+			}
 			if m.fit != "" {
 				x.fit = m.fit
 			}
@@ -567,35 +573,42 @@ func queueDepths(ctx context.Context, mgmt string) (map[string][2]int, error) {
 	return out, nil
 }
 
-type soMetrics struct{ fit, limit string }
+type soMetrics struct{ answer, fit, limit string }
 
-// scrape reads the fit and the limiting factor of each ScaledObject from the first scaler
-// replica's /metrics (text exposition format).
+// scrape reads the answer, the fit and the limiting factor of each ScaledObject from the
+// first scaler replica's /metrics; an unreachable scaler reads as no metrics.
 func scrape(ctx context.Context, s *e2e.Stack) map[string]soMetrics {
-	out := map[string]soMetrics{}
 	if len(s.Scalers) == 0 {
-		return out
+		return map[string]soMetrics{}
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+s.Scalers[0].HTTPAddr+"/metrics", nil)
 	if err != nil {
-		return out
+		return map[string]soMetrics{}
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return out
+		return map[string]soMetrics{}
 	}
 	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
+	return parseMetrics(resp.Body)
+}
+
+// parseMetrics picks the demo namespace's ScaledObjects' answer, fit and limiting factor out
+// of a text exposition.
+func parseMetrics(r io.Reader) map[string]soMetrics {
+	out := map[string]soMetrics{}
+	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64*1024), 1024*1024)
 	for sc.Scan() {
-		line := sc.Text()
-		name, lbls, value, ok := parseSample(line)
+		name, lbls, value, ok := parseSample(sc.Text())
 		if !ok || lbls["namespace"] != demoNamespace {
 			continue
 		}
 		so := lbls["scaledobject"]
 		m := out[so]
 		switch {
+		case name == "headroom_desired_replicas":
+			m.answer = value
 		case name == "headroom_fit_replicas":
 			m.fit = value
 		case name == "headroom_limit" && value == "1":

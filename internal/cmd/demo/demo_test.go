@@ -120,3 +120,36 @@ func TestStackRejectsBadFlags(t *testing.T) {
 		})
 	}
 }
+
+// TestDemoLineShowsTheAnswer reads a scaler's exposition the way the demo does and checks
+// that a workload KEDA has just taken to zero shows headroom's answer of 0 next to the HPA's
+// lagging 1.
+func TestDemoLineShowsTheAnswer(t *testing.T) {
+	exposition := strings.Join([]string{
+		`# HELP headroom_desired_replicas Replicas the scaler answers for the ScaledObject (the decision).`,
+		`headroom_desired_replicas{namespace="jobs",scaledobject="worker"} 0`,
+		`headroom_desired_replicas{namespace="other",scaledobject="worker"} 7`,
+		`headroom_fit_replicas{namespace="jobs",scaledobject="worker"} 20`,
+		`headroom_limit{limit="capacity",namespace="jobs",scaledobject="worker"} 0`,
+		`headroom_limit{limit="queue",namespace="jobs",scaledobject="worker"} 1`,
+		`headroom_desired_replicas{namespace="jobs",scaledobject="loader"} 2`,
+	}, "\n")
+	m := parseMetrics(strings.NewReader(exposition))
+	if got, want := m["worker"], (soMetrics{answer: "0", fit: "20", limit: "queue"}); got != want {
+		t.Errorf("worker: %+v, want %+v", got, want)
+	}
+	if got, want := m["loader"], (soMetrics{answer: "2"}); got != want {
+		t.Errorf("loader: %+v, want %+v", got, want)
+	}
+	v := view{
+		queues: map[string][2]int{workerQueue: {0, 0}, loaderQueue: {3, 1}},
+		workload: map[string]wlView{
+			"worker": {answer: m["worker"].answer, hpa: 1, fit: m["worker"].fit, limit: m["worker"].limit},
+			"loader": {answer: "-", hpa: 2, current: 2, ready: 1, pending: 1, fit: "-", limit: "-"},
+		},
+	}
+	want := workerQueue + "=0+0 " + loaderQueue + "=3+1 | worker answer=0 hpa=1 current=0 ready=0 pending=0 fit=20 limit=queue | loader answer=- hpa=2 current=2 ready=1 pending=1 fit=- limit=-"
+	if got := v.line(); got != want {
+		t.Errorf("line:\n got %s\nwant %s", got, want)
+	}
+}
