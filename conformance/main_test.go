@@ -144,6 +144,11 @@ func startStack() (stop func(), err error) {
 	if v := os.Getenv("HEADROOM_BROKER_DEFAULT_STATS"); v != "" && v != "0" {
 		args = append(args, "-broker-default-stats")
 	}
+	// ... with the scaler reading depths from the broker's Prometheus endpoint
+	// (--broker-metrics) instead of the management API's listing ...
+	if v := os.Getenv("HEADROOM_SCALER_PROMETHEUS"); v != "" && v != "0" {
+		args = append(args, "-broker-metrics")
+	}
 	// ... and with the scaler's own refresh interval (the product's default is 5s).
 	if v := os.Getenv("HEADROOM_SCALER_REFRESH"); v != "" {
 		args = append(args, "-refresh", v)

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -59,6 +60,9 @@ type StackOptions struct {
 	// ScalerCPUs pins the scaler processes to these CPUs (a list as taskset takes it:
 	// "1", "0,2", "2-3"); "" leaves them where the kernel puts them.
 	ScalerCPUs string
+	// BrokerMetrics has the scaler read queue depths from the broker's Prometheus endpoint
+	// (`--broker-metrics`) instead of the management API's listing.
+	BrokerMetrics bool
 	// BrokerStatsDefaults runs the broker with RabbitMQ's own statistics settings
 	// (lab.RabbitMQOptions.StatsDefaults) instead of the harness's fast ones.
 	BrokerStatsDefaults bool
@@ -210,7 +214,11 @@ func StartStack(ctx context.Context, opts StackOptions) (s *Stack, err error) {
 	if err := step(fmt.Sprintf("start %d scaler replica(s)", replicas), func() error {
 		var addrs []string
 		for i := 0; i < replicas; i++ {
-			sc, err := newScaler(bin, i, s, refresh, opts.ScalerArgs)
+			extra := opts.ScalerArgs
+			if opts.BrokerMetrics {
+				extra = append(slices.Clip(extra), "--broker-metrics", BrokerName+"="+s.Rabbit.PrometheusURL())
+			}
+			sc, err := newScaler(bin, i, s, refresh, extra)
 			if err != nil {
 				return err
 			}

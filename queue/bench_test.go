@@ -54,21 +54,46 @@ func benchBroker(b *testing.B) (*lab.RabbitMQ, []string) {
 // GET /api/queues/<vhost>/<name> per queue per poll).
 func BenchmarkRefresh1000(b *testing.B) {
 	r, names := benchBroker(b)
-	for _, m := range modes {
-		b.Run("reader-"+m.name, func(b *testing.B) {
+	withMetrics := modes[0].config(r)
+	withMetrics.MetricsURL = r.PrometheusURL()
+	variants := []struct {
+		name       string
+		cfg        queue.BrokerConfig
+		depthsOnly bool
+	}{
+		{"reader-management", modes[0].config(r), false},
+		{"reader-amqp", modes[1].config(r), false},
+		{"reader-management-depths-only", modes[0].config(r), true},
+		{"reader-metrics-depths-only", withMetrics, true},
+	}
+	for _, v := range variants {
+		b.Run(v.name, func(b *testing.B) {
 			var count countingTransport
-			rd, err := queue.NewReader([]queue.BrokerConfig{m.config(r)}, queue.Options{WrapTransport: count.wrap})
+			rd, err := queue.NewReader([]queue.BrokerConfig{v.cfg}, queue.Options{WrapTransport: count.wrap})
 			if err != nil {
 				b.Fatal(err)
 			}
 			defer rd.Close()
 			sels := make([]queue.Selector, len(names))
 			for i, n := range names {
-				sels[i] = queue.Selector{Broker: "rmq", VHost: "bench", Queue: n}
+				sels[i] = queue.Selector{Broker: "rmq", VHost: "bench", Queue: n, DepthsOnly: v.depthsOnly}
 				rd.Watch(sels[i])
 			}
 			ctx := context.Background()
-			if err := rd.RefreshOnce(ctx, "rmq"); err != nil { // warm the connection
+			// Warm the connection, and wait for every queue's first statistics (the metrics
+			// endpoint lists a queue once it has emitted them).
+			err = lab.WaitFor(ctx, "every queue read", 30*time.Second, 100*time.Millisecond, func(ctx context.Context) error {
+				if err := rd.RefreshOnce(ctx, "rmq"); err != nil {
+					return err
+				}
+				for _, s := range sels {
+					if _, err := rd.Snapshot(ctx, s); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			if err != nil {
 				b.Fatal(err)
 			}
 			before, _ := rd.BrokerStats("rmq")
@@ -199,12 +224,21 @@ func BenchmarkBrokerCPU1000(b *testing.B) {
 		return rd
 	}
 	withStats, depthsOnly := reader(false), reader(true)
+	withMetrics := modes[0].config(r)
+	withMetrics.MetricsURL = r.PrometheusURL()
+	fromMetrics, err := queue.NewReader([]queue.BrokerConfig{withMetrics}, queue.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = fromMetrics.Close() })
+	fromMetrics.Watch(queue.Selector{Broker: "rmq", VHost: "bench", Pattern: "^work-", DepthsOnly: true})
 	variants := []struct {
 		name string
 		op   func() error
 	}{
 		{"reader-listing", func() error { return withStats.RefreshOnce(ctx, "rmq") }},
 		{"reader-depths-only", func() error { return depthsOnly.RefreshOnce(ctx, "rmq") }},
+		{"reader-depths-from-metrics", func() error { return fromMetrics.RefreshOnce(ctx, "rmq") }},
 		{"stats-free-paged", func() error {
 			if err := list(depths + "&pagination=true&page=1&page_size=500")(); err != nil {
 				return err

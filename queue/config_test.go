@@ -34,6 +34,14 @@ func TestBrokerConfigValidate(t *testing.T) {
 		{name: "ca on plain http", cfg: queue.BrokerConfig{Name: "m", URL: "http://r", CAFile: "ca.pem"}, wantErr: `caFile "ca.pem"`},
 		{name: "cert without key", cfg: queue.BrokerConfig{Name: "m", URL: "https://r", CertFile: "c.pem"}, wantErr: "give both or neither"},
 		{name: "unparseable url hides password", cfg: queue.BrokerConfig{Name: "m", URL: "http://u:hunter2@r:port/"}, wantErr: "does not parse"},
+		{name: "metrics url", cfg: queue.BrokerConfig{Name: "m", URL: "http://r:15672", MetricsURL: "http://r:15692"}, wantMode: queue.ModeManagement},
+		{name: "metrics url over tls with a ca", cfg: queue.BrokerConfig{Name: "m", URL: "http://r:15672", MetricsURL: "https://r:15691/", CAFile: "ca.pem"}, wantMode: queue.ModeManagement},
+		{name: "metrics url on an amqp broker", cfg: queue.BrokerConfig{Name: "m", URL: "amqp://r", MetricsURL: "http://r:15692"}, wantErr: "metrics url http://r:15692 set but url amqp://r is not the management API"},
+		{name: "metrics url scheme", cfg: queue.BrokerConfig{Name: "m", URL: "http://r", MetricsURL: "tcp://r:15692"}, wantErr: `metrics url tcp://r:15692: scheme "tcp"`},
+		{name: "metrics url without host", cfg: queue.BrokerConfig{Name: "m", URL: "http://r", MetricsURL: "http:///x"}, wantErr: "metrics url http:///x has no host"},
+		{name: "metrics url with the endpoint path", cfg: queue.BrokerConfig{Name: "m", URL: "http://r", MetricsURL: "http://r:15692/metrics"}, wantErr: "without /metrics"},
+		{name: "metrics url with a query", cfg: queue.BrokerConfig{Name: "m", URL: "http://r", MetricsURL: "http://r:15692/?family=x"}, wantErr: "metrics url http://r:15692/?family=x: query"},
+		{name: "metrics url hides password", cfg: queue.BrokerConfig{Name: "m", URL: "http://r", MetricsURL: "http://u:hunter2@r:port/"}, wantErr: "metrics url"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -111,6 +119,7 @@ func TestLoadCredentials(t *testing.T) {
 		env              map[string]string
 		wantUser, wantPw string
 		wantTLS          [4]string // CAFile, CertFile, KeyFile, ServerName
+		wantMetrics      string
 		wantErr          string
 	}{
 		{name: "file", broker: "main", file: good, wantUser: "alice", wantPw: "pa:ss=word"},
@@ -120,6 +129,8 @@ func TestLoadCredentials(t *testing.T) {
 		{name: "env only", broker: "main", env: map[string]string{"HEADROOM_BROKER_MAIN_USERNAME": "u", "HEADROOM_BROKER_MAIN_PASSWORD": "p"}, wantUser: "u", wantPw: "p"},
 		{name: "env tls files", broker: "tls-1", env: map[string]string{"HEADROOM_BROKER_TLS_1_CA_FILE": "ca.pem", "HEADROOM_BROKER_TLS_1_CERT_FILE": "c.pem", "HEADROOM_BROKER_TLS_1_KEY_FILE": "k.pem", "HEADROOM_BROKER_TLS_1_SERVER_NAME": "rabbit"},
 			wantUser: "keep", wantPw: "keep", wantTLS: [4]string{"ca.pem", "c.pem", "k.pem", "rabbit"}},
+		{name: "env metrics url", broker: "main", env: map[string]string{"HEADROOM_BROKER_MAIN_METRICS_URL": "http://r:15692"},
+			wantUser: "keep", wantPw: "keep", wantMetrics: "http://r:15692"},
 		{name: "not listed keeps fields", broker: "absent", file: good, wantUser: "keep", wantPw: "keep"},
 		{name: "missing file", broker: "main", file: filepath.Join(dir, "nope"), wantErr: "nope"},
 		{name: "bad line hides password", broker: "main", file: write("bad", "main=hunter2\n"), wantErr: "line 1"},
@@ -143,6 +154,9 @@ func TestLoadCredentials(t *testing.T) {
 			}
 			if cfg.Username != tc.wantUser || cfg.Password != tc.wantPw {
 				t.Errorf("got %q/%q, want %q/%q", cfg.Username, cfg.Password, tc.wantUser, tc.wantPw)
+			}
+			if cfg.MetricsURL != tc.wantMetrics {
+				t.Errorf("got metrics url %q, want %q", cfg.MetricsURL, tc.wantMetrics)
 			}
 			if got := [4]string{cfg.CAFile, cfg.CertFile, cfg.KeyFile, cfg.ServerName}; got != tc.wantTLS {
 				t.Errorf("got TLS settings %q, want %q", got, tc.wantTLS)

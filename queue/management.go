@@ -36,6 +36,9 @@ type managementSource struct {
 	pageSize  int
 	timeout   time.Duration
 	reqs      atomic.Int64
+	// metrics is the Prometheus endpoint's base (BrokerConfig.MetricsURL), "" when unset.
+	metrics                 string
+	metricsUser, metricsPwd string
 }
 
 func newManagementSource(c BrokerConfig, o Options) (*managementSource, error) {
@@ -51,16 +54,24 @@ func newManagementSource(c BrokerConfig, o Options) (*managementSource, error) {
 		rt = o.WrapTransport(tr)
 	}
 	user, pwd := c.credentials()
+	var mUser, mPwd string
+	if m, _ := c.parseMetricsURL(); m != nil && m.User != nil {
+		mUser = m.User.Username()
+		mPwd, _ = m.User.Password()
+	}
 	return &managementSource{
-		name:      c.Name,
-		base:      c.baseURL(),
-		user:      user,
-		pwd:       pwd,
-		secrets:   c.secrets(),
-		client:    &http.Client{Transport: rt},
-		transport: tr,
-		pageSize:  o.PageSize,
-		timeout:   o.Timeout,
+		metrics:     c.metricsBase(),
+		metricsUser: mUser,
+		metricsPwd:  mPwd,
+		name:        c.Name,
+		base:        c.baseURL(),
+		user:        user,
+		pwd:         pwd,
+		secrets:     c.secrets(),
+		client:      &http.Client{Transport: rt},
+		transport:   tr,
+		pageSize:    o.PageSize,
+		timeout:     o.Timeout,
 	}, nil
 }
 
@@ -123,7 +134,10 @@ func (s *managementSource) fetch(ctx context.Context, p plan) (*result, error) {
 	res := newResult()
 	if len(p.vhosts) > 0 {
 		fetch := s.fetchQueues
-		if p.depthsOnly {
+		switch {
+		case p.depthsOnly && s.metrics != "":
+			fetch = s.fetchDepthsFromMetrics
+		case p.depthsOnly:
 			fetch = s.fetchDepths
 		}
 		if err := fetch(ctx, p.vhosts, res); err != nil {

@@ -334,7 +334,10 @@ type result struct {
 	// listed: vhosts whose whole queue list was read, so an absent queue does not exist.
 	listed map[string]bool
 	// missing: exact names the broker said do not exist.
-	missing   map[qkey]bool
+	missing map[qkey]bool
+	// statsOnly: vhosts whose queues were read from the broker's statistics, where a queue
+	// appears once it has emitted them: an absent queue there is unknown, not missing.
+	statsOnly map[string]bool
 	consumers []Consumer
 	fetched   time.Time
 	memo      map[ikey]memoEntry
@@ -346,7 +349,7 @@ type memoEntry struct {
 }
 
 func newResult() *result {
-	return &result{queues: map[qkey]queueStat{}, listed: map[string]bool{}, missing: map[qkey]bool{}, memo: map[ikey]memoEntry{}}
+	return &result{queues: map[qkey]queueStat{}, listed: map[string]bool{}, missing: map[qkey]bool{}, statsOnly: map[string]bool{}, memo: map[ikey]memoEntry{}}
 }
 
 // source reads one broker.
@@ -412,6 +415,9 @@ func (b *broker) compute(res *result, in *interest, k ikey, sel Selector) (Snaps
 		if res.listed[k.vhost] || res.missing[qk] {
 			return Snapshot{}, fmt.Errorf("%s: %w", sel, ErrNotFound)
 		}
+		if res.statsOnly[k.vhost] {
+			return Snapshot{}, fmt.Errorf("%s: not in the broker's queue metrics (just declared, the broker just restarted, or no such queue): %w", sel, ErrStatsPending)
+		}
 		return Snapshot{}, fmt.Errorf("%s: not in the last refresh of the broker", sel)
 	}
 	var qs []queueStat
@@ -424,6 +430,9 @@ func (b *broker) compute(res *result, in *interest, k ikey, sel Selector) (Snaps
 		}
 	}
 	if len(qs) == 0 {
+		if res.statsOnly[k.vhost] {
+			return Snapshot{}, fmt.Errorf("%s: no queue in the broker's queue metrics matches (just declared, the broker just restarted, or no such queue): %w", sel, ErrStatsPending)
+		}
 		return Snapshot{}, fmt.Errorf("%s: no queue matches: %w", sel, ErrNotFound)
 	}
 	op, _ := ParseOp(string(sel.Op))

@@ -658,7 +658,7 @@ func queueStatus(sel queue.Selector, err error) error {
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return status.Errorf(codes.Unavailable, "queue %s on broker %q: first read not done yet; retry", describe(sel), sel.Broker)
 	case errors.Is(err, queue.ErrStatsPending):
-		return status.Errorf(codes.Unavailable, "queue %s on broker %q: first read not done yet (the broker has no statistics for it yet: just declared, or the broker restarted); retry", describe(sel), sel.Broker)
+		return status.Errorf(codes.Unavailable, "queue %s on broker %q: first read not done yet (the broker has no statistics for it yet: just declared, or the broker restarted); retry: %v", describe(sel), sel.Broker, err)
 	case errors.Is(err, queue.ErrClosed):
 		return status.Errorf(codes.Unavailable, "server shutting down")
 	}

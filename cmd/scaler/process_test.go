@@ -26,7 +26,9 @@ import (
 
 // TestServeProcess builds the binary and runs `scaler serve` as its own process, as KEDA
 // (and the conformance module) meet it: configured through the environment, against a real
-// broker and a real control plane; it must answer from both, then exit 0 on SIGTERM.
+// broker and a real control plane; it must answer from both, then exit 0 on SIGTERM. The
+// depths come from the broker's Prometheus endpoint (HEADROOM_BROKER_<NAME>_METRICS_URL); the
+// end-to-end suite and the conformance module read the management API's listing.
 func TestServeProcess(t *testing.T) {
 	labtest.Short(t, "Kubernetes control plane and RabbitMQ broker")
 	rmq, err := lab.StartRabbitMQ(t.Context(), lab.RabbitMQOptions{})
@@ -78,6 +80,7 @@ func TestServeProcess(t *testing.T) {
 	cmd.Env = append(os.Environ(),
 		"HEADROOM_GRPC_ADDR="+grpcAddr, "HEADROOM_HTTP_ADDR="+httpAddr, "HEADROOM_KUBECONFIG="+k.Kubeconfig,
 		"HEADROOM_BROKER=main="+rmq.ManagementURL(), "HEADROOM_BROKER_MAIN_USERNAME=guest", "HEADROOM_BROKER_MAIN_PASSWORD=guest",
+		"HEADROOM_BROKER_MAIN_METRICS_URL="+rmq.PrometheusURL(),
 		"HEADROOM_REFRESH=250ms", "HEADROOM_LOG_LEVEL=debug")
 	p, err := lab.Start("scaler", cmd, filepath.Join(dir, "scaler.log"))
 	if err != nil {

@@ -38,6 +38,7 @@ type serveConfig struct {
 	grpcAddr, httpAddr     string
 	kubeconfig             string
 	brokers                listFlag
+	brokerMetrics          listFlag
 	credentialsFile        string
 	refresh, maxAge        time.Duration
 	tlsCert, tlsKey, tlsCA string
@@ -73,6 +74,7 @@ func parseServe(args []string, stderr io.Writer, getenv func(string) string) (*s
 	fs.StringVar(&c.httpAddr, "http-addr", ":8080", "address of the HTTP server: /metrics, /healthz (live), /readyz (caches synced, brokers reachable)")
 	fs.StringVar(&c.kubeconfig, "kubeconfig", "", "kubeconfig file; default: the in-cluster configuration, else $KUBECONFIG (or ~/.kube/config)")
 	fs.Var(&c.brokers, "broker", "a broker as NAME=URL, repeatable; http(s):// reads the management API (recommended), amqp(s):// reads queues by passive declare. Environment: a comma- or space-separated list")
+	fs.Var(&c.brokerMetrics, "broker-metrics", "a broker's Prometheus endpoint (the rabbitmq_prometheus plugin, RabbitMQ 3.10 or later) as NAME=URL, e.g. main=http://rabbit:15692, repeatable, for a management-API broker: depth-only refreshes read /metrics/detailed there, at a fraction of the broker's CPU of listing /api/queues, with depths up to one statistics interval old (5 s by default). Also HEADROOM_BROKER_<NAME>_METRICS_URL")
 	fs.StringVar(&c.credentialsFile, "broker-credentials-file", "", "file of broker credentials, one 'NAME=USERNAME:PASSWORD' per line; HEADROOM_BROKER_<NAME>_USERNAME/_PASSWORD override it, and both override the URL's")
 	fs.DurationVar(&c.refresh, "refresh", queue.DefaultRefresh, "how often each broker is read (one request per broker per interval serves every ScaledObject)")
 	fs.DurationVar(&c.maxAge, "max-snapshot-age", 0, "answer Unavailable when the last successful broker read is older than this; default 3 × --refresh")
@@ -144,7 +146,35 @@ func parseServe(args []string, stderr io.Writer, getenv func(string) string) (*s
 	if c.maxAge == 0 {
 		c.maxAge = 3 * c.refresh
 	}
+	if _, err := brokerMetrics(c.brokers, c.brokerMetrics); err != nil {
+		return nil, fmt.Errorf("%w: %w", err, errUsage)
+	}
 	return c, nil
+}
+
+// brokerMetrics reads the --broker-metrics entries, NAME=URL each, by broker name; every
+// name must be a --broker's, once. The URLs themselves are checked with their brokers.
+func brokerMetrics(brokers, entries []string) (map[string]string, error) {
+	known := map[string]bool{}
+	for _, b := range brokers {
+		name, _, _ := strings.Cut(b, "=")
+		known[strings.TrimSpace(name)] = true
+	}
+	out := map[string]string{}
+	for _, e := range entries {
+		name, u, ok := strings.Cut(e, "=")
+		name, u = strings.TrimSpace(name), strings.TrimSpace(u)
+		switch {
+		case !ok || name == "" || u == "":
+			return nil, fmt.Errorf("--broker-metrics %s: want NAME=URL", queue.RedactURL(e))
+		case !known[name]:
+			return nil, fmt.Errorf("--broker-metrics %s: no --broker named %q", queue.RedactURL(e), name)
+		case out[name] != "":
+			return nil, fmt.Errorf("--broker-metrics %s: broker %q given twice", queue.RedactURL(e), name)
+		}
+		out[name] = u
+	}
+	return out, nil
 }
 
 func newLogger(c *serveConfig, w io.Writer) (*slog.Logger, error) {
@@ -184,6 +214,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 
+	metrics, err := brokerMetrics(c.brokers, c.brokerMetrics)
+	if err != nil {
+		return err
+	}
 	brokers := make([]queue.BrokerConfig, 0, len(c.brokers))
 	for _, b := range c.brokers {
 		bc, err := queue.ParseBroker(b)
@@ -192,6 +226,12 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		if err := queue.LoadCredentials(&bc, c.credentialsFile, os.Getenv); err != nil {
 			return err
+		}
+		if u, ok := metrics[bc.Name]; ok {
+			bc.MetricsURL = u
+		}
+		if err := bc.Validate(); err != nil {
+			return fmt.Errorf("--broker %s: %w", bc.Name, err)
 		}
 		brokers = append(brokers, bc)
 	}

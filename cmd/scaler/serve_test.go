@@ -63,6 +63,24 @@ func TestParseServe(t *testing.T) {
 		{name: "client ca without cert", args: []string{"--broker", "a=http://x", "--tls-client-ca", "ca.pem"}, wantErr: `--tls-client-ca "ca.pem"`},
 		{name: "bad log format", args: []string{"--broker", "a=http://x", "--log-format", "xml"}, wantErr: `--log-format "xml"`},
 		{name: "unknown flag", args: []string{"--bogus"}, wantErr: "bogus"},
+		{name: "broker metrics", args: []string{"--broker", "a=http://x:15672", "--broker-metrics", "a=http://x:15692"},
+			check: func(c *serveConfig) string {
+				if m, err := brokerMetrics(c.brokers, c.brokerMetrics); err != nil || m["a"] != "http://x:15692" {
+					return fmt.Sprintf("metrics %v, %v", m, err)
+				}
+				return ""
+			}},
+		{name: "broker metrics from the environment", args: []string{"--broker", "a=http://x"}, env: map[string]string{"HEADROOM_BROKER_METRICS": "a=http://x:15692"},
+			check: func(c *serveConfig) string {
+				if len(c.brokerMetrics) != 1 || c.brokerMetrics[0] != "a=http://x:15692" {
+					return fmt.Sprintf("broker metrics %q", c.brokerMetrics)
+				}
+				return ""
+			}},
+		{name: "broker metrics of an unknown broker", args: []string{"--broker", "a=http://x", "--broker-metrics", "b=http://x:15692"}, wantErr: `--broker-metrics b=http://x:15692: no --broker named "b"`},
+		{name: "broker metrics twice", args: []string{"--broker", "a=http://x", "--broker-metrics", "a=http://x:1", "--broker-metrics", "a=http://x:2"}, wantErr: `broker "a" given twice`},
+		{name: "broker metrics without a url", args: []string{"--broker", "a=http://x", "--broker-metrics", "a"}, wantErr: "--broker-metrics a: want NAME=URL"},
+		{name: "broker metrics hides the password", args: []string{"--broker", "a=http://x", "--broker-metrics", "b=http://u:hunter2@x"}, wantErr: "no --broker named"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -70,6 +88,9 @@ func TestParseServe(t *testing.T) {
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) || !errors.Is(err, errUsage) {
 					t.Fatalf("error %v, want a usage error mentioning %q", err, tc.wantErr)
+				}
+				if strings.Contains(err.Error(), "hunter2") {
+					t.Errorf("error %q shows the password", err)
 				}
 				return
 			}
@@ -89,7 +110,7 @@ func TestServeHelpDocumentsEveryFlag(t *testing.T) {
 	if !errors.Is(err, flag.ErrHelp) {
 		t.Fatalf("run serve --help: %v, want flag.ErrHelp", err)
 	}
-	for _, f := range []string{"grpc-addr", "http-addr", "kubeconfig", "broker", "broker-credentials-file", "refresh",
+	for _, f := range []string{"grpc-addr", "http-addr", "kubeconfig", "broker", "broker-metrics", "broker-credentials-file", "refresh",
 		"tls-cert", "tls-key", "tls-client-ca", "max-snapshot-age", "scaler-address", "log-format", "log-level"} {
 		if !strings.Contains(out.String(), "--"+f+"\n") || !strings.Contains(out.String(), envName(f)) {
 			t.Errorf("help does not document --%s and %s:\n%s", f, envName(f), out.String())

@@ -47,12 +47,13 @@ type RabbitMQOptions struct {
 }
 
 // RabbitMQ is a broker started by StartRabbitMQ: Debian's rabbitmq-server with the management
-// plugin, its own node name and epmd, every listener on 127.0.0.1.
+// and Prometheus plugins, its own node name and epmd, every listener on 127.0.0.1.
 type RabbitMQ struct {
 	dir      string
 	ownDir   bool
 	amqpPort int
 	mgmtPort int
+	promPort int
 	distPort int
 	epmdPort int
 	env      []string
@@ -94,7 +95,7 @@ func StartRabbitMQ(ctx context.Context, opts RabbitMQOptions) (*RabbitMQ, error)
 		}
 		r.dir, r.ownDir = d, true
 	}
-	for _, p := range []*int{&r.amqpPort, &r.mgmtPort, &r.distPort, &r.epmdPort} {
+	for _, p := range []*int{&r.amqpPort, &r.mgmtPort, &r.promPort, &r.distPort, &r.epmdPort} {
 		port, err := FreePort()
 		if err != nil {
 			r.removeDir()
@@ -129,10 +130,12 @@ func (r *RabbitMQ) writeConfig(stats time.Duration) error {
 	conf := fmt.Sprintf(`listeners.tcp.default = 127.0.0.1:%d
 management.tcp.ip = 127.0.0.1
 management.tcp.port = %d
+prometheus.tcp.ip = 127.0.0.1
+prometheus.tcp.port = %d
 log.console = true
 log.console.level = info
 log.file = false
-`, r.amqpPort, r.mgmtPort)
+`, r.amqpPort, r.mgmtPort, r.promPort)
 	if stats > 0 { // else the broker's defaults
 		conf += fmt.Sprintf(`collect_statistics_interval = %d
 management.sample_retention_policies.global.minute = 1
@@ -142,7 +145,7 @@ management.sample_retention_policies.detailed.10 = 1
 	}
 	files := map[string]string{
 		"rabbitmq.conf":     conf,
-		"enabled_plugins":   "[rabbitmq_management].\n",
+		"enabled_plugins":   "[rabbitmq_management,rabbitmq_prometheus].\n",
 		"rabbitmq-env.conf": "", // keep /etc/rabbitmq/rabbitmq-env.conf out
 	}
 	for name, body := range files {
@@ -229,6 +232,9 @@ func (r *RabbitMQ) startServer(ctx context.Context) error {
 		if err := dialCheck(ctx, r.amqpPort, p); err != nil {
 			return err
 		}
+		if err := dialCheck(ctx, r.promPort, p); err != nil {
+			return err
+		}
 		return r.Admin().get(ctx, "/api/overview", nil)
 	})
 	if err != nil {
@@ -259,6 +265,12 @@ func (r *RabbitMQ) AMQPURL() string {
 // ManagementURL is http://127.0.0.1:PORT, without credentials (guest/guest).
 func (r *RabbitMQ) ManagementURL() string {
 	return fmt.Sprintf("http://127.0.0.1:%d", r.mgmtPort)
+}
+
+// PrometheusURL is http://127.0.0.1:PORT of the rabbitmq_prometheus plugin's endpoint (no
+// credentials needed).
+func (r *RabbitMQ) PrometheusURL() string {
+	return fmt.Sprintf("http://127.0.0.1:%d", r.promPort)
 }
 
 // AMQPAddr is 127.0.0.1:PORT of the AMQP listener.

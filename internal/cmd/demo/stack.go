@@ -42,6 +42,7 @@ func runStack(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	out := fs.String("out", "", "write the endpoints JSON to this file (atomically) instead of stdout")
 	watchStdin := fs.Bool("stdin", false, "stop when standard input closes")
 	brokerDefaults := fs.Bool("broker-default-stats", false, "run the broker with RabbitMQ's own statistics settings (every 5 s) instead of the harness's 500 ms")
+	brokerMetrics := fs.Bool("broker-metrics", false, "the scaler reads queue depths from the broker's Prometheus endpoint (--broker-metrics) instead of the management API's listing")
 	refresh := fs.Duration("refresh", e2e.DefaultRefresh, "the scaler's --refresh (the product's default is 5s; the harness's is shorter, so that tests react within a second)")
 	var scalerEnv []string
 	fs.Func("scaler-env", "add `KEY=VALUE` to the scaler's environment, not the rest of the stack's (repeatable)", func(v string) error {
@@ -63,7 +64,7 @@ func runStack(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	}
 	s, err := e2e.StartStack(ctx, e2e.StackOptions{
 		KEDA: *keda, ScalerReplicas: *replicas, ScalerBinary: *scaler, Progress: stderr, BrokerStatsDefaults: *brokerDefaults,
-		Refresh: *refresh, ScalerEnv: scalerEnv, ScalerCPUs: *scalerCPUs,
+		BrokerMetrics: *brokerMetrics, Refresh: *refresh, ScalerEnv: scalerEnv, ScalerCPUs: *scalerCPUs,
 		// A lab on loopback: profiles on, for the load benchmark and for whoever investigates.
 		ScalerArgs: []string{"--pprof"},
 	})

@@ -1,0 +1,136 @@
+package queue_test
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/headroom-autoscaler/headroom/internal/lab"
+	"github.com/headroom-autoscaler/headroom/internal/lab/labtest"
+	"github.com/headroom-autoscaler/headroom/queue"
+)
+
+// pathTransport records the path of every request that reaches the broker.
+type pathTransport struct {
+	next  http.RoundTripper
+	mu    sync.Mutex
+	paths map[string]int
+	query map[string][]string // the last query of each path
+}
+
+func (p *pathTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	p.mu.Lock()
+	if p.paths == nil {
+		p.paths, p.query = map[string]int{}, map[string][]string{}
+	}
+	path := req.URL.Path
+	if strings.HasPrefix(path, "/api/queues") {
+		path = "/api/queues"
+	}
+	p.paths[path]++
+	p.query[path] = req.URL.Query()["vhost"]
+	p.mu.Unlock()
+	return p.next.RoundTrip(req)
+}
+
+func (p *pathTransport) wrap(rt http.RoundTripper) http.RoundTripper {
+	p.next = rt
+	return p
+}
+
+func (p *pathTransport) counts() map[string]int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make(map[string]int, len(p.paths))
+	for k, v := range p.paths {
+		out[k] = v
+	}
+	return out
+}
+
+// TestDepthsFromMetrics reads depths-only selectors from the broker's Prometheus endpoint
+// (the real rabbitmq_prometheus plugin): the same depths as the listing, one request per
+// refresh for every vhost, label escaping on a queue name with a quote and a backslash, an
+// absent queue reported as unknown rather than as zero or missing, and the management API
+// again as soon as a selector wants the statistics.
+func TestDepthsFromMetrics(t *testing.T) {
+	r := labtest.SharedRabbitMQ(t)
+	stamp := time.Now().UnixNano()
+	vhost, other := fmt.Sprintf("metrics-%d", stamp), fmt.Sprintf("metrics-other-%d", stamp)
+	odd := `odd "name" \ here`
+	setup(t, r, vhost, map[string]int{"jobs": 5, "a": 0, "b": 1, "c": 0, odd: 4})
+	setup(t, r, other, map[string]int{"jobs": 7})
+	holdMessages(t, r, vhost, "jobs", "worker-1", 2)
+
+	var seen pathTransport
+	cfg := modes[0].config(r)
+	cfg.MetricsURL = r.PrometheusURL()
+	rd := startReader(t, cfg, queue.Options{WrapTransport: seen.wrap})
+
+	depths := queue.Selector{Broker: "rmq", VHost: vhost, Queue: "jobs", DepthsOnly: true}
+	got := waitSnapshot(t, rd, depths, "depths from the metrics endpoint", func(s queue.Snapshot, err error) bool {
+		return err == nil && s.Ready == 3 && s.Unacked == 2
+	})
+	if got.RatesKnown || !got.InFlightVisible || got.At.After(got.Fetched) {
+		t.Errorf("got %+v, want no rates, in-flight visible, At no later than Fetched", got)
+	}
+	waitSnapshot(t, rd, queue.Selector{Broker: "rmq", VHost: vhost, Pattern: "^[abc]$", DepthsOnly: true}, "a pattern", func(s queue.Snapshot, err error) bool {
+		return err == nil && s.Queues == 3 && s.Ready == 1
+	})
+	waitSnapshot(t, rd, queue.Selector{Broker: "rmq", VHost: vhost, Queue: odd, DepthsOnly: true}, "a queue name that needs escaping", func(s queue.Snapshot, err error) bool {
+		return err == nil && s.Ready == 4
+	})
+	waitSnapshot(t, rd, queue.Selector{Broker: "rmq", VHost: other, Queue: "jobs", DepthsOnly: true}, "a second vhost", func(s queue.Snapshot, err error) bool {
+		return err == nil && s.Ready == 7
+	})
+
+	absent := queue.Selector{Broker: "rmq", VHost: vhost, Queue: "nope", DepthsOnly: true}
+	_, err := rd.Snapshot(t.Context(), absent)
+	if !errors.Is(err, queue.ErrStatsPending) || !strings.Contains(err.Error(), "no such queue") {
+		t.Errorf("absent queue: got %v, want ErrStatsPending naming the possibilities", err)
+	}
+
+	// Both vhosts in one request, and nothing from the management API.
+	perRefresh(t, rd, 1)
+	counts := seen.counts()
+	if counts["/api/queues"] != 0 || counts["/metrics/detailed"] == 0 {
+		t.Errorf("requests by path %v, want /metrics/detailed only", counts)
+	}
+	seen.mu.Lock()
+	if q := seen.query["/metrics/detailed"]; len(q) != 2 {
+		t.Errorf("vhost parameters %q, want both vhosts", q)
+	}
+	seen.mu.Unlock()
+
+	// A selector that wants the statistics brings the listing back for its refreshes.
+	full := queue.Selector{Broker: "rmq", VHost: vhost, Queue: "jobs"}
+	waitSnapshot(t, rd, full, "depths with statistics", func(s queue.Snapshot, err error) bool {
+		return err == nil && s.Ready == 3 && s.Consumers == 1
+	})
+	if seen.counts()["/api/queues"] == 0 {
+		t.Errorf("requests by path %v, want the management listing for statistics", seen.counts())
+	}
+}
+
+// TestMetricsEndpointDown: an unreachable Prometheus endpoint fails the refresh with an
+// error naming the endpoint, never a reading of zero.
+func TestMetricsEndpointDown(t *testing.T) {
+	r := labtest.SharedRabbitMQ(t)
+	vhost := fmt.Sprintf("metrics-down-%d", time.Now().UnixNano())
+	setup(t, r, vhost, map[string]int{"jobs": 2})
+	port, err := lab.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := modes[0].config(r)
+	cfg.MetricsURL = fmt.Sprintf("http://127.0.0.1:%d", port)
+	rd := startReader(t, cfg, queue.Options{})
+	_, err = rd.Snapshot(t.Context(), queue.Selector{Broker: "rmq", VHost: vhost, Queue: "jobs", DepthsOnly: true})
+	if err == nil || !strings.Contains(err.Error(), "/metrics/detailed") {
+		t.Fatalf("got %v, want an error naming /metrics/detailed", err)
+	}
+}
