@@ -320,6 +320,15 @@ func (e *HTTPError) Error() string {
 	if e.Reason != "" {
 		msg += ": " + e.Reason
 	}
+	if e.Path == metricsPath { // the Prometheus endpoint of --broker-metrics
+		switch e.Status {
+		case http.StatusNotFound, http.StatusNotAcceptable:
+			msg += " (the metrics url must be the rabbitmq_prometheus plugin's endpoint, RabbitMQ 3.10 or later, e.g. http://rabbit:15692)"
+		case http.StatusUnauthorized, http.StatusForbidden:
+			msg += " (the endpoint wants credentials: give them in the metrics url)"
+		}
+		return msg
+	}
 	switch e.Status {
 	case http.StatusUnauthorized:
 		if strings.Contains(e.Reason, "management user") {

@@ -134,3 +134,20 @@ func TestMetricsEndpointDown(t *testing.T) {
 		t.Fatalf("got %v, want an error naming /metrics/detailed", err)
 	}
 }
+
+// TestMetricsURLNotTheEndpoint: a metrics URL that is not the Prometheus plugin's (here the
+// management API's port, an easy mistake: it answers 406 to a request for the text format)
+// fails the refresh with an error that says what the URL must be.
+func TestMetricsURLNotTheEndpoint(t *testing.T) {
+	r := labtest.SharedRabbitMQ(t)
+	vhost := fmt.Sprintf("metrics-wrong-%d", time.Now().UnixNano())
+	setup(t, r, vhost, map[string]int{"jobs": 2})
+	cfg := modes[0].config(r)
+	cfg.MetricsURL = r.ManagementURL()
+	rd := startReader(t, cfg, queue.Options{})
+	_, err := rd.Snapshot(t.Context(), queue.Selector{Broker: "rmq", VHost: vhost, Queue: "jobs", DepthsOnly: true})
+	var he *queue.HTTPError
+	if !errors.As(err, &he) || he.Path != "/metrics/detailed" || !strings.Contains(err.Error(), "rabbitmq_prometheus plugin's endpoint") {
+		t.Fatalf("got %v, want an HTTP error naming the plugin's endpoint", err)
+	}
+}
