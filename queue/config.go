@@ -155,10 +155,7 @@ func (c BrokerConfig) metricsBase() string {
 	if err != nil || u == nil {
 		return ""
 	}
-	u.User = nil
-	u.Path = strings.TrimSuffix(u.Path, "/")
-	u.RawPath = ""
-	return u.String()
+	return bare(u)
 }
 
 func (c BrokerConfig) parseURL() (*url.URL, error) {
@@ -220,6 +217,11 @@ func (c BrokerConfig) baseURL() string {
 	if err != nil {
 		return ""
 	}
+	return bare(u)
+}
+
+// bare is u without userinfo and without a trailing slash.
+func bare(u *url.URL) string {
 	u.User = nil
 	u.Path = strings.TrimSuffix(u.Path, "/")
 	u.RawPath = ""
