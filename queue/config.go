@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -129,22 +130,12 @@ func (c BrokerConfig) parseMetricsURL() (*url.URL, error) {
 	if c.MetricsURL == "" {
 		return nil, nil
 	}
-	shown := RedactURL(c.MetricsURL)
-	u, err := url.Parse(c.MetricsURL)
+	u, err := c.checkURL("metrics url", c.MetricsURL, "http", "https")
 	if err != nil {
-		return nil, fmt.Errorf("broker %q: metrics url %s does not parse", c.Name, shown)
-	}
-	if u.Scheme != "http" && u.Scheme != "https" {
-		return nil, fmt.Errorf("broker %q: metrics url %s: scheme %q, want http or https", c.Name, shown, u.Scheme)
-	}
-	if u.Host == "" || u.Hostname() == "" {
-		return nil, fmt.Errorf("broker %q: metrics url %s has no host", c.Name, shown)
-	}
-	if u.RawQuery != "" || u.Fragment != "" {
-		return nil, fmt.Errorf("broker %q: metrics url %s: query and fragment are not supported", c.Name, shown)
+		return nil, err
 	}
 	if p := strings.TrimSuffix(u.Path, "/"); strings.HasSuffix(p, "/metrics") || strings.HasSuffix(p, "/metrics/detailed") {
-		return nil, fmt.Errorf("broker %q: metrics url %s: give the endpoint's base (scheme, host, port), without /metrics", c.Name, shown)
+		return nil, fmt.Errorf("broker %q: metrics url %s: give the endpoint's base (scheme, host, port), without /metrics", c.Name, RedactURL(c.MetricsURL))
 	}
 	return u, nil
 }
@@ -159,30 +150,46 @@ func (c BrokerConfig) metricsBase() string {
 }
 
 func (c BrokerConfig) parseURL() (*url.URL, error) {
-	shown := RedactURL(c.URL)
 	if c.URL == "" {
 		return nil, fmt.Errorf("broker %q: url is empty", c.Name)
 	}
-	u, err := url.Parse(c.URL)
+	u, err := c.checkURL("url", c.URL, "http", "https", "amqp", "amqps")
 	if err != nil {
-		// url.Error echoes the URL: do not wrap it.
-		return nil, fmt.Errorf("broker %q: url %s does not parse", c.Name, shown)
-	}
-	switch u.Scheme {
-	case "http", "https", "amqp", "amqps":
-	default:
-		return nil, fmt.Errorf("broker %q: url %s: scheme %q, want http, https, amqp or amqps", c.Name, shown, u.Scheme)
-	}
-	if u.Host == "" || u.Hostname() == "" {
-		return nil, fmt.Errorf("broker %q: url %s has no host", c.Name, shown)
-	}
-	if u.RawQuery != "" || u.Fragment != "" {
-		return nil, fmt.Errorf("broker %q: url %s: query and fragment are not supported", c.Name, shown)
+		return nil, err
 	}
 	if (u.Scheme == "amqp" || u.Scheme == "amqps") && u.Path != "" && u.Path != "/" {
-		return nil, fmt.Errorf("broker %q: url %s names vhost %q: give the vhost in the selector, not the broker url", c.Name, shown, strings.TrimPrefix(u.Path, "/"))
+		return nil, fmt.Errorf("broker %q: url %s names vhost %q: give the vhost in the selector, not the broker url", c.Name, RedactURL(c.URL), strings.TrimPrefix(u.Path, "/"))
 	}
 	return u, nil
+}
+
+// checkURL parses one of the broker's URLs (what names which: "url", "metrics url"): a
+// scheme of the list, a host, no query or fragment. Errors show the URL redacted.
+func (c BrokerConfig) checkURL(what, raw string, schemes ...string) (*url.URL, error) {
+	shown := RedactURL(raw)
+	u, err := url.Parse(raw)
+	if err != nil {
+		// url.Error echoes the URL: do not wrap it.
+		return nil, fmt.Errorf("broker %q: %s %s does not parse", c.Name, what, shown)
+	}
+	if !slices.Contains(schemes, u.Scheme) {
+		return nil, fmt.Errorf("broker %q: %s %s: scheme %q, want %s", c.Name, what, shown, u.Scheme, orList(schemes))
+	}
+	if u.Host == "" || u.Hostname() == "" {
+		return nil, fmt.Errorf("broker %q: %s %s has no host", c.Name, what, shown)
+	}
+	if u.RawQuery != "" || u.Fragment != "" {
+		return nil, fmt.Errorf("broker %q: %s %s: query and fragment are not supported", c.Name, what, shown)
+	}
+	return u, nil
+}
+
+// orList is "a, b or c".
+func orList(xs []string) string {
+	if len(xs) < 2 {
+		return strings.Join(xs, "")
+	}
+	return strings.Join(xs[:len(xs)-1], ", ") + " or " + xs[len(xs)-1]
 }
 
 // credentials returns the user name and password to use: the fields, else the URL's.
