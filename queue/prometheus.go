@@ -27,8 +27,9 @@ const (
 
 // fetchDepthsFromMetrics reads every queue's ready and unacknowledged counts of the vhosts
 // from the Prometheus endpoint, in one request. The plugin answers from the statistics the
-// queues last emitted, without the management plugin's per-queue formatting: a sixth of the
-// broker's CPU of the stats-free listing for 1,000 queues (docs/benchmarks.md). A queue
+// queues last emitted, without the management plugin's per-queue formatting: for 1,000
+// queues about a tenth of the broker's CPU of the stats-free listing (docs/benchmarks.md,
+// BenchmarkBrokerCPU1000). A queue
 // appears only once it has emitted statistics, so an absent one is unknown (just declared,
 // the broker just restarted, or no such queue), not missing.
 func (s *managementSource) fetchDepthsFromMetrics(ctx context.Context, vhosts []string, res *result) error {

@@ -47,6 +47,9 @@ func Required() bool {
 // Callers branch on it to skip rather than fail when Required is false.
 var ErrUnavailable = errors.New("component unavailable on this machine")
 
+// freePort is FreePort, replaceable by tests that need a port choice to collide.
+var freePort = FreePort
+
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
 func FreePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -139,7 +142,8 @@ func tail(path string, n int) string {
 }
 
 // WaitFor polls check every interval until it returns nil, the context ends or timeout passes.
-// The last error from check is part of the returned error.
+// The last error from check is part of the returned error. A check error that wraps
+// errExited (the process being waited for is gone) ends the wait at once.
 func WaitFor(ctx context.Context, what string, timeout, interval time.Duration, check func(context.Context) error) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -147,6 +151,9 @@ func WaitFor(ctx context.Context, what string, timeout, interval time.Duration, 
 	for {
 		if last = check(ctx); last == nil {
 			return nil
+		}
+		if errors.Is(last, errExited) {
+			return fmt.Errorf("wait for %s: %w", what, last)
 		}
 		select {
 		case <-ctx.Done():

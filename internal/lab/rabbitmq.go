@@ -95,27 +95,54 @@ func StartRabbitMQ(ctx context.Context, opts RabbitMQOptions) (*RabbitMQ, error)
 		}
 		r.dir, r.ownDir = d, true
 	}
-	for _, p := range []*int{&r.amqpPort, &r.mgmtPort, &r.promPort, &r.distPort, &r.epmdPort} {
-		port, err := FreePort()
-		if err != nil {
+	for attempt := 1; ; attempt++ {
+		for _, p := range []*int{&r.amqpPort, &r.mgmtPort, &r.promPort, &r.distPort, &r.epmdPort} {
+			port, err := freePort()
+			if err != nil {
+				r.removeDir()
+				return nil, fmt.Errorf("start rabbitmq: %w", err)
+			}
+			*p = port
+		}
+		if err := r.writeConfig(stats); err != nil {
 			r.removeDir()
 			return nil, fmt.Errorf("start rabbitmq: %w", err)
 		}
-		*p = port
+		if err := r.startEPMD(ctx); err != nil {
+			r.removeDir()
+			return nil, err
+		}
+		err := r.startServer(ctx)
+		if err == nil {
+			return r, nil
+		}
+		if attempt == rabbitStartAttempts || !portTaken(err) {
+			_ = r.Stop()
+			return nil, err
+		}
+		// A port FreePort found free was taken before the broker bound it (any process's
+		// outgoing connection may get it as its local port): again, on new ports. The
+		// taken one stays open, by its other owner: wait for the broker's own ports only.
+		r.mu.Lock()
+		srv := r.server
+		r.server = nil
+		r.mu.Unlock()
+		if srv != nil {
+			_ = srv.Stop(rabbitStopGrace)
+		}
+		r.waitClosed(r.amqpPort, r.mgmtPort)
+		r.stopProcesses()
 	}
-	if err := r.writeConfig(stats); err != nil {
-		r.removeDir()
-		return nil, fmt.Errorf("start rabbitmq: %w", err)
-	}
-	if err := r.startEPMD(ctx); err != nil {
-		r.removeDir()
-		return nil, err
-	}
-	if err := r.startServer(ctx); err != nil {
-		_ = r.Stop()
-		return nil, err
-	}
-	return r, nil
+}
+
+// rabbitStartAttempts bounds how often StartRabbitMQ picks new ports after the broker found
+// one of them taken.
+const rabbitStartAttempts = 3
+
+// portTaken reports whether a failed start says a port was in use.
+func portTaken(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "_already_used") || strings.Contains(msg, "eaddrinuse")
 }
 
 func (r *RabbitMQ) writeConfig(stats time.Duration) error {
@@ -246,7 +273,7 @@ func (r *RabbitMQ) startServer(ctx context.Context) error {
 func dialCheck(ctx context.Context, port int, p *Process) error {
 	select {
 	case <-p.Exited():
-		return fmt.Errorf("%s exited", p.Name)
+		return fmt.Errorf("%s: %w", p.Name, errExited)
 	default:
 	}
 	var d net.Dialer
@@ -285,6 +312,13 @@ func (r *RabbitMQ) LogTail(n int) string { return tail(filepath.Join(r.dir, "ser
 // Stop stops the broker, then epmd, by PID, and removes the state directory when
 // StartRabbitMQ created it. It is safe to call more than once.
 func (r *RabbitMQ) Stop() error {
+	r.stopProcesses()
+	r.removeDir()
+	return nil
+}
+
+// stopProcesses stops the broker, then epmd, by PID.
+func (r *RabbitMQ) stopProcesses() {
 	r.stopServer()
 	r.mu.Lock()
 	epmd := r.epmd
@@ -293,8 +327,6 @@ func (r *RabbitMQ) Stop() error {
 	if epmd != nil {
 		_ = epmd.Stop(2 * time.Second)
 	}
-	r.removeDir()
-	return nil
 }
 
 func (r *RabbitMQ) stopServer() {
@@ -304,16 +336,16 @@ func (r *RabbitMQ) stopServer() {
 	r.mu.Unlock()
 	if srv != nil {
 		_ = srv.Stop(rabbitStopGrace)
-		r.waitClosed()
+		r.waitClosed(r.amqpPort, r.mgmtPort, r.distPort)
 	}
 }
 
 // waitClosed waits until the broker's listeners are gone. The process group receives the
 // signal at once, but the Erlang VM can outlive the wrapper script that Process waits for by
 // a few hundred milliseconds.
-func (r *RabbitMQ) waitClosed() {
+func (r *RabbitMQ) waitClosed(ports ...int) {
 	_ = WaitFor(context.Background(), "rabbitmq to exit", 15*time.Second, 50*time.Millisecond, func(ctx context.Context) error {
-		for _, port := range []int{r.amqpPort, r.mgmtPort, r.distPort} {
+		for _, port := range ports {
 			c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
 			if err == nil {
 				c.Close()
@@ -339,7 +371,7 @@ func (r *RabbitMQ) Kill() {
 	r.mu.Unlock()
 	if srv != nil {
 		srv.Kill()
-		r.waitClosed()
+		r.waitClosed(r.amqpPort, r.mgmtPort, r.distPort)
 	}
 }
 

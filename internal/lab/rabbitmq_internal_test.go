@@ -1,6 +1,10 @@
 package lab
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -54,5 +58,57 @@ func TestStartRabbitMQBadOptions(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("StartRabbitMQ(%+v) = %v, want an error naming %q", tc.opts, err, tc.want)
 		}
+	}
+}
+
+// TestStartRabbitMQRetriesATakenPort: when a port chosen for the broker is taken before the
+// broker binds it (here the distribution port, held by a listener of this test), the start
+// picks new ports and succeeds instead of failing the suite that needed a broker. The broker
+// is real; only the port choice is steered onto the held port.
+func TestStartRabbitMQRetriesATakenPort(t *testing.T) {
+	if testing.Short() {
+		t.Skip("skipping: needs a real RabbitMQ broker (run without -short)")
+	}
+	held, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	taken := held.Addr().(*net.TCPAddr).Port
+	calls := 0
+	freePort = func() (int, error) {
+		calls++
+		if calls == 4 { // amqp, management, prometheus, distribution, epmd
+			return taken, nil
+		}
+		return FreePort()
+	}
+	defer func() { freePort = FreePort }()
+	r, err := StartRabbitMQ(t.Context(), RabbitMQOptions{})
+	if errors.Is(err, ErrUnavailable) && !Required() {
+		t.Skipf("skipping: %v", err)
+	}
+	if err != nil {
+		t.Fatalf("start with the distribution port taken: %v", err)
+	}
+	defer r.Stop()
+	if r.distPort == taken || calls < 10 {
+		t.Errorf("distribution port %d (held %d), %d ports picked: want a second set of ports", r.distPort, taken, calls)
+	}
+	if err := r.Admin().get(t.Context(), "/api/overview", nil); err != nil {
+		t.Errorf("management API after the retry: %v", err)
+	}
+}
+
+// TestWaitForStopsWhenTheProcessExited: a check that reports its process gone ends the
+// wait at its first answer instead of polling it until the timeout.
+func TestWaitForStopsWhenTheProcessExited(t *testing.T) {
+	calls := 0
+	err := WaitFor(t.Context(), "broker", time.Hour, time.Millisecond, func(context.Context) error {
+		calls++
+		return fmt.Errorf("rabbitmq-server: %w", errExited)
+	})
+	if !errors.Is(err, errExited) || calls != 1 {
+		t.Errorf("got %v after %d checks, want errExited after one", err, calls)
 	}
 }
