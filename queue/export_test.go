@@ -30,3 +30,11 @@ func (r *Reader) RefreshOnce(ctx context.Context, name string) error {
 	defer b.mu.Unlock()
 	return b.err
 }
+
+// SetMaxMetricsBody lowers the bound on the Prometheus endpoint's answer and returns a
+// function that restores it.
+func SetMaxMetricsBody(n int64) (restore func()) {
+	old := maxMetricsBodyBytes
+	maxMetricsBodyBytes = n
+	return func() { maxMetricsBodyBytes = old }
+}

@@ -1,6 +1,7 @@
 package queue_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -149,5 +150,36 @@ func TestMetricsURLNotTheEndpoint(t *testing.T) {
 	var he *queue.HTTPError
 	if !errors.As(err, &he) || he.Path != "/metrics/detailed" || !strings.Contains(err.Error(), "rabbitmq_prometheus plugin's endpoint") {
 		t.Fatalf("got %v, want an HTTP error naming the plugin's endpoint", err)
+	}
+}
+
+// TestMetricsBodyTooLarge: an answer beyond the bound fails the refresh rather than leaving
+// out, unseen, the queues past the cut (the bound lowered to 1 KiB; the real answer for this
+// broker is larger).
+func TestMetricsBodyTooLarge(t *testing.T) {
+	r := labtest.SharedRabbitMQ(t)
+	vhost := fmt.Sprintf("metrics-large-%d", time.Now().UnixNano())
+	queues := map[string]int{}
+	for i := 0; i < 20; i++ {
+		queues[fmt.Sprintf("q%02d", i)] = 0
+	}
+	setup(t, r, vhost, queues)
+	defer queue.SetMaxMetricsBody(1 << 10)()
+	cfg := modes[0].config(r)
+	cfg.MetricsURL = r.PrometheusURL()
+	rd, err := queue.NewReader([]queue.BrokerConfig{cfg}, queue.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	rd.Watch(queue.Selector{Broker: "rmq", VHost: vhost, Queue: "q00", DepthsOnly: true})
+	err = lab.WaitFor(t.Context(), "a refresh that reads the answer", 30*time.Second, 200*time.Millisecond, func(ctx context.Context) error {
+		if err := rd.RefreshOnce(ctx, "rmq"); err == nil || !strings.Contains(err.Error(), "larger than") {
+			return fmt.Errorf("refresh: %v", err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
