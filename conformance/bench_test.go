@@ -229,7 +229,7 @@ func (r brokerReading) used(later brokerReading) (all, net time.Duration) {
 // HEADROOM_BROKER_DEFAULT_STATS, RabbitMQ's own 5 s.
 func brokerAtRest(ctx context.Context) (float64, error) {
 	interval := 500 * time.Millisecond
-	if v := os.Getenv("HEADROOM_BROKER_DEFAULT_STATS"); v != "" && v != "0" {
+	if envOn("HEADROOM_BROKER_DEFAULT_STATS") {
 		interval = 5 * time.Second
 	}
 	time.Sleep(interval)

@@ -101,8 +101,11 @@ func needStack(t testing.TB) {
 	}
 }
 
-func required() bool {
-	v := os.Getenv("HEADROOM_REAL")
+func required() bool { return envOn("HEADROOM_REAL") }
+
+// envOn reports whether the switch variable name is set to anything but "" or "0".
+func envOn(name string) bool {
+	v := os.Getenv(name)
 	return v != "" && v != "0"
 }
 
@@ -141,12 +144,12 @@ func startStack() (stop func(), err error) {
 	args := []string{"stack", "-out", out, "-stdin"}
 	// The load comparison may be run against a broker with RabbitMQ's own statistics
 	// settings, as in production (the tests need the harness's faster ones).
-	if v := os.Getenv("HEADROOM_BROKER_DEFAULT_STATS"); v != "" && v != "0" {
+	if envOn("HEADROOM_BROKER_DEFAULT_STATS") {
 		args = append(args, "-broker-default-stats")
 	}
 	// ... with the scaler reading depths from the broker's Prometheus endpoint
 	// (--broker-metrics) instead of the management API's listing ...
-	if v := os.Getenv("HEADROOM_SCALER_PROMETHEUS"); v != "" && v != "0" {
+	if envOn("HEADROOM_SCALER_PROMETHEUS") {
 		args = append(args, "-broker-metrics")
 	}
 	// ... and with the scaler's own refresh interval (the product's default is 5s).

@@ -140,13 +140,18 @@ func (c BrokerConfig) parseMetricsURL() (*url.URL, error) {
 	return u, nil
 }
 
-// metricsBase is MetricsURL without userinfo and without a trailing slash; "" when unset.
-func (c BrokerConfig) metricsBase() string {
+// metricsEndpoint is MetricsURL without userinfo and without a trailing slash, and the
+// userinfo; base is "" when MetricsURL is unset or invalid.
+func (c BrokerConfig) metricsEndpoint() (base, user, pwd string) {
 	u, err := c.parseMetricsURL()
 	if err != nil || u == nil {
-		return ""
+		return "", "", ""
 	}
-	return bare(u)
+	if u.User != nil {
+		user = u.User.Username()
+		pwd, _ = u.User.Password()
+	}
+	return bare(u), user, pwd
 }
 
 func (c BrokerConfig) parseURL() (*url.URL, error) {
@@ -209,13 +214,8 @@ func (c BrokerConfig) credentials() (user, pass string) {
 // secrets lists what must never appear in an error about this broker.
 func (c BrokerConfig) secrets() []string {
 	_, pass := c.credentials()
-	out := []string{pass, c.Password}
-	if m, err := c.parseMetricsURL(); err == nil && m != nil && m.User != nil {
-		if p, ok := m.User.Password(); ok {
-			out = append(out, p)
-		}
-	}
-	return out
+	_, _, metricsPwd := c.metricsEndpoint()
+	return []string{pass, c.Password, metricsPwd}
 }
 
 // baseURL is the URL without userinfo and without a trailing slash.

@@ -28,17 +28,22 @@ const maxErrorBody = 512
 
 type managementSource struct {
 	name      string
-	base      string
-	user, pwd string
+	api       endpoint
+	metrics   *endpoint // BrokerConfig.MetricsURL; nil when unset
 	secrets   []string
 	client    *http.Client
 	transport *http.Transport
 	pageSize  int
 	timeout   time.Duration
 	reqs      atomic.Int64
-	// metrics is the Prometheus endpoint's base (BrokerConfig.MetricsURL), "" when unset.
-	metrics                 string
-	metricsUser, metricsPwd string
+}
+
+// endpoint is one HTTP endpoint of a broker: where it is, how to ask it, and what to tell
+// the operator when it refuses.
+type endpoint struct {
+	base, user, pwd string
+	header          http.Header
+	hint            func(status int, reason string) string
 }
 
 func newManagementSource(c BrokerConfig, o Options) (*managementSource, error) {
@@ -54,25 +59,20 @@ func newManagementSource(c BrokerConfig, o Options) (*managementSource, error) {
 		rt = o.WrapTransport(tr)
 	}
 	user, pwd := c.credentials()
-	var mUser, mPwd string
-	if m, _ := c.parseMetricsURL(); m != nil && m.User != nil {
-		mUser = m.User.Username()
-		mPwd, _ = m.User.Password()
+	s := &managementSource{
+		name: c.Name,
+		api: endpoint{base: c.baseURL(), user: user, pwd: pwd,
+			header: http.Header{"Accept": {"application/json"}}, hint: managementHint},
+		secrets:   c.secrets(),
+		client:    &http.Client{Transport: rt},
+		transport: tr,
+		pageSize:  o.PageSize,
+		timeout:   o.Timeout,
 	}
-	return &managementSource{
-		metrics:     c.metricsBase(),
-		metricsUser: mUser,
-		metricsPwd:  mPwd,
-		name:        c.Name,
-		base:        c.baseURL(),
-		user:        user,
-		pwd:         pwd,
-		secrets:     c.secrets(),
-		client:      &http.Client{Transport: rt},
-		transport:   tr,
-		pageSize:    o.PageSize,
-		timeout:     o.Timeout,
-	}, nil
+	if base, user, pwd := c.metricsEndpoint(); base != "" {
+		s.metrics = &endpoint{base: base, user: user, pwd: pwd, header: metricsHeader, hint: metricsHint}
+	}
+	return s, nil
 }
 
 func (s *managementSource) requests() int64 { return s.reqs.Load() }
@@ -135,7 +135,7 @@ func (s *managementSource) fetch(ctx context.Context, p plan) (*result, error) {
 	if len(p.vhosts) > 0 {
 		fetch := s.fetchQueues
 		switch {
-		case p.depthsOnly && s.metrics != "":
+		case p.depthsOnly && s.metrics != nil:
 			fetch = s.fetchDepthsFromMetrics
 		case p.depthsOnly:
 			fetch = s.fetchDepths
@@ -275,12 +275,23 @@ func (s *managementSource) fetchConsumers(ctx context.Context, vhosts []string, 
 	return nil
 }
 
-// get sends one GET and decodes a 2xx JSON body into out. It returns the HTTP status (0 when
-// no response arrived).
+// get sends one GET to the management API and decodes a 2xx JSON body into out. It returns
+// the HTTP status (0 when no response arrived).
 func (s *managementSource) get(ctx context.Context, path string, q url.Values, out any) (int, error) {
+	return s.send(ctx, s.api, path, q, func(body io.Reader) error {
+		if err := json.NewDecoder(body).Decode(out); err != nil {
+			return fmt.Errorf("decode response: %w", err)
+		}
+		return nil
+	})
+}
+
+// send sends one GET of path (and the query q) to e and hands a 2xx body to read. It returns
+// the HTTP status (0 when no response arrived); a non-2xx answer is an *HTTPError.
+func (s *managementSource) send(ctx context.Context, e endpoint, path string, q url.Values, read func(io.Reader) error) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	u := s.base + path
+	u := e.base + path
 	if len(q) > 0 {
 		u += "?" + q.Encode()
 	}
@@ -288,10 +299,12 @@ func (s *managementSource) get(ctx context.Context, path string, q url.Values, o
 	if err != nil {
 		return 0, fmt.Errorf("GET %s: %w", path, err)
 	}
-	if s.user != "" || s.pwd != "" {
-		req.SetBasicAuth(s.user, s.pwd)
+	if e.user != "" || e.pwd != "" {
+		req.SetBasicAuth(e.user, e.pwd)
 	}
-	req.Header.Set("Accept", "application/json")
+	for k, v := range e.header {
+		req.Header[k] = v
+	}
 	s.reqs.Add(1)
 	resp, err := s.client.Do(req)
 	if err != nil {
@@ -300,19 +313,21 @@ func (s *managementSource) get(ctx context.Context, path string, q url.Values, o
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
-		return resp.StatusCode, &HTTPError{Path: path, Status: resp.StatusCode, Reason: apiReason(b)}
+		reason := apiReason(b)
+		return resp.StatusCode, &HTTPError{Path: path, Status: resp.StatusCode, Reason: reason, hint: e.hint(resp.StatusCode, reason)}
 	}
-	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
-		return resp.StatusCode, fmt.Errorf("GET %s: decode response: %w", path, err)
+	if err := read(resp.Body); err != nil {
+		return resp.StatusCode, fmt.Errorf("GET %s: %w", path, err)
 	}
 	return resp.StatusCode, nil
 }
 
-// HTTPError is a non-2xx answer of the management API.
+// HTTPError is a non-2xx answer of the management API or the Prometheus endpoint.
 type HTTPError struct {
 	Path   string
 	Status int
 	Reason string // the API's "reason", or the start of the body
+	hint   string // what to do about it, when known
 }
 
 func (e *HTTPError) Error() string {
@@ -320,26 +335,24 @@ func (e *HTTPError) Error() string {
 	if e.Reason != "" {
 		msg += ": " + e.Reason
 	}
-	if e.Path == metricsPath { // the Prometheus endpoint of --broker-metrics
-		switch e.Status {
-		case http.StatusNotFound, http.StatusNotAcceptable:
-			msg += " (the metrics url must be the rabbitmq_prometheus plugin's endpoint, RabbitMQ 3.10 or later, e.g. http://rabbit:15692)"
-		case http.StatusUnauthorized, http.StatusForbidden:
-			msg += " (the endpoint wants credentials: give them in the metrics url)"
-		}
-		return msg
-	}
-	switch e.Status {
-	case http.StatusUnauthorized:
-		if strings.Contains(e.Reason, "management user") {
-			msg += " (give the user the monitoring tag)"
-		} else {
-			msg += " (check the broker's username and password)"
-		}
-	case http.StatusForbidden:
-		msg += " (the user needs the monitoring tag and permissions on the vhost)"
+	if e.hint != "" {
+		msg += " (" + e.hint + ")"
 	}
 	return msg
+}
+
+// managementHint says what a refusal of the management API asks of the operator.
+func managementHint(status int, reason string) string {
+	switch status {
+	case http.StatusUnauthorized:
+		if strings.Contains(reason, "management user") {
+			return "give the user the monitoring tag"
+		}
+		return "check the broker's username and password"
+	case http.StatusForbidden:
+		return "the user needs the monitoring tag and permissions on the vhost"
+	}
+	return ""
 }
 
 func apiReason(body []byte) string {

@@ -36,45 +36,43 @@ var maxMetricsBodyBytes int64 = 256 << 20
 // one is unknown (just declared, the broker just restarted, or no such queue), not missing.
 func (s *managementSource) fetchDepthsFromMetrics(ctx context.Context, vhosts []string, res *result) error {
 	q := url.Values{"family": {metricsFamily}, "vhost": vhosts}
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.metrics+metricsPath+"?"+q.Encode(), nil)
-	if err != nil {
-		return fmt.Errorf("GET %s: %w", metricsPath, err)
-	}
-	if s.metricsUser != "" || s.metricsPwd != "" {
-		req.SetBasicAuth(s.metricsUser, s.metricsPwd)
-	}
-	// The text format, uncompressed: compressing it would cost the broker CPU, which is what
-	// this read saves, for about 300 KB per 1,000 queues.
-	req.Header.Set("Accept", "text/plain;version=0.0.4")
-	req.Header.Set("Accept-Encoding", "identity")
 	sent := time.Now()
-	s.reqs.Add(1)
-	resp, err := s.client.Do(req)
+	_, err := s.send(ctx, *s.metrics, metricsPath, q, func(r io.Reader) error {
+		body := &io.LimitedReader{R: r, N: maxMetricsBodyBytes + 1}
+		stats, err := parseQueueMetrics(body, sent)
+		if err != nil {
+			return err
+		}
+		if body.N == 0 { // a cut body would leave queues out, unseen
+			return fmt.Errorf("the response is larger than %d MiB", maxMetricsBodyBytes>>20)
+		}
+		for k, st := range stats {
+			res.queues[k] = st
+		}
+		return nil
+	})
 	if err != nil {
-		return fmt.Errorf("GET %s: %w", metricsPath, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
-		return &HTTPError{Path: metricsPath, Status: resp.StatusCode, Reason: apiReason(b)}
-	}
-	body := &io.LimitedReader{R: resp.Body, N: maxMetricsBodyBytes + 1}
-	stats, err := parseQueueMetrics(body, sent)
-	if err != nil {
-		return fmt.Errorf("GET %s: %w", metricsPath, err)
-	}
-	if body.N == 0 { // a cut body would leave queues out, unseen
-		return fmt.Errorf("GET %s: the response is larger than %d MiB", metricsPath, maxMetricsBodyBytes>>20)
-	}
-	for k, st := range stats {
-		res.queues[k] = st
+		return err
 	}
 	for _, v := range vhosts {
 		res.statsOnly[v] = true
 	}
 	return nil
+}
+
+// metricsHeader asks for the text format, uncompressed: compressing it would cost the broker
+// CPU, which is what this read saves, for about 300 KB per 1,000 queues.
+var metricsHeader = http.Header{"Accept": {"text/plain;version=0.0.4"}, "Accept-Encoding": {"identity"}}
+
+// metricsHint says what a refusal of the Prometheus endpoint asks of the operator.
+func metricsHint(status int, _ string) string {
+	switch status {
+	case http.StatusNotFound, http.StatusNotAcceptable:
+		return "the metrics url must be the rabbitmq_prometheus plugin's endpoint, RabbitMQ 3.10 or later, e.g. http://rabbit:15692"
+	case http.StatusUnauthorized, http.StatusForbidden:
+		return "the endpoint wants credentials: give them in the metrics url"
+	}
+	return ""
 }
 
 // parseQueueMetrics reads the ready and unacknowledged counts by queue out of the text

@@ -39,6 +39,7 @@ type serveConfig struct {
 	kubeconfig             string
 	brokers                listFlag
 	brokerMetrics          listFlag
+	metricsURLs            map[string]string // brokerMetrics by broker name
 	credentialsFile        string
 	refresh, maxAge        time.Duration
 	tlsCert, tlsKey, tlsCA string
@@ -146,7 +147,8 @@ func parseServe(args []string, stderr io.Writer, getenv func(string) string) (*s
 	if c.maxAge == 0 {
 		c.maxAge = 3 * c.refresh
 	}
-	if _, err := brokerMetrics(c.brokers, c.brokerMetrics); err != nil {
+	var err error
+	if c.metricsURLs, err = brokerMetrics(c.brokers, c.brokerMetrics); err != nil {
 		return nil, fmt.Errorf("%w: %w", err, errUsage)
 	}
 	return c, nil
@@ -214,10 +216,6 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 
-	metrics, err := brokerMetrics(c.brokers, c.brokerMetrics)
-	if err != nil {
-		return err
-	}
 	brokers := make([]queue.BrokerConfig, 0, len(c.brokers))
 	for _, b := range c.brokers {
 		bc, err := queue.ParseBroker(b)
@@ -227,11 +225,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if err := queue.LoadCredentials(&bc, c.credentialsFile, os.Getenv); err != nil {
 			return err
 		}
-		if u, ok := metrics[bc.Name]; ok {
-			bc.MetricsURL = u
-		}
-		if err := bc.Validate(); err != nil {
-			return fmt.Errorf("--broker %s: %w", bc.Name, err)
+		if u, ok := c.metricsURLs[bc.Name]; ok {
+			bc.MetricsURL = u // validated with the broker by NewReader
 		}
 		brokers = append(brokers, bc)
 	}

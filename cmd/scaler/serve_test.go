@@ -65,8 +65,8 @@ func TestParseServe(t *testing.T) {
 		{name: "unknown flag", args: []string{"--bogus"}, wantErr: "bogus"},
 		{name: "broker metrics", args: []string{"--broker", "a=http://x:15672", "--broker-metrics", "a=http://x:15692"},
 			check: func(c *serveConfig) string {
-				if m, err := brokerMetrics(c.brokers, c.brokerMetrics); err != nil || m["a"] != "http://x:15692" {
-					return fmt.Sprintf("metrics %v, %v", m, err)
+				if c.metricsURLs["a"] != "http://x:15692" {
+					return fmt.Sprintf("metrics %v", c.metricsURLs)
 				}
 				return ""
 			}},

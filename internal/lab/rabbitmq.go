@@ -121,16 +121,9 @@ func StartRabbitMQ(ctx context.Context, opts RabbitMQOptions) (*RabbitMQ, error)
 			return nil, err
 		}
 		// A port FreePort found free was taken before the broker bound it (any process's
-		// outgoing connection may get it as its local port): again, on new ports. The
-		// taken one stays open, by its other owner: wait for the broker's own ports only.
-		r.mu.Lock()
-		srv := r.server
-		r.server = nil
-		r.mu.Unlock()
-		if srv != nil {
-			_ = srv.Stop(rabbitStopGrace)
-		}
-		r.waitClosed(r.amqpPort, r.mgmtPort)
+		// outgoing connection may get it as its local port): again, on new ports. The broker
+		// stopped before opening any listener, and the taken port stays open by its other
+		// owner, so there is no port to wait for.
 		r.stopProcesses()
 	}
 }
@@ -312,14 +305,15 @@ func (r *RabbitMQ) LogTail(n int) string { return tail(filepath.Join(r.dir, "ser
 // Stop stops the broker, then epmd, by PID, and removes the state directory when
 // StartRabbitMQ created it. It is safe to call more than once.
 func (r *RabbitMQ) Stop() error {
-	r.stopProcesses()
+	r.stopProcesses(r.listeners()...)
 	r.removeDir()
 	return nil
 }
 
-// stopProcesses stops the broker, then epmd, by PID.
-func (r *RabbitMQ) stopProcesses() {
-	r.stopServer()
+// stopProcesses stops the broker, waiting until the ports given are closed, then epmd, by
+// PID.
+func (r *RabbitMQ) stopProcesses(ports ...int) {
+	r.stopServer(ports...)
 	r.mu.Lock()
 	epmd := r.epmd
 	r.epmd = nil
@@ -329,15 +323,21 @@ func (r *RabbitMQ) stopProcesses() {
 	}
 }
 
-func (r *RabbitMQ) stopServer() {
+// stopServer stops the broker and waits until the ports given are closed.
+func (r *RabbitMQ) stopServer(ports ...int) {
 	r.mu.Lock()
 	srv := r.server
 	r.server = nil
 	r.mu.Unlock()
 	if srv != nil {
 		_ = srv.Stop(rabbitStopGrace)
-		r.waitClosed(r.amqpPort, r.mgmtPort, r.distPort)
+		r.waitClosed(ports...)
 	}
+}
+
+// listeners are the broker's own ports (epmd's is not).
+func (r *RabbitMQ) listeners() []int {
+	return []int{r.amqpPort, r.mgmtPort, r.promPort, r.distPort}
 }
 
 // waitClosed waits until the broker's listeners are gone. The process group receives the
@@ -371,14 +371,14 @@ func (r *RabbitMQ) Kill() {
 	r.mu.Unlock()
 	if srv != nil {
 		srv.Kill()
-		r.waitClosed(r.amqpPort, r.mgmtPort, r.distPort)
+		r.waitClosed(r.listeners()...)
 	}
 }
 
 // Restart stops the broker (if it runs) and starts it again on the same ports and state
 // directory, so durable queues and users survive.
 func (r *RabbitMQ) Restart(ctx context.Context) error {
-	r.stopServer()
+	r.stopServer(r.listeners()...)
 	r.mu.Lock()
 	epmd := r.epmd
 	r.mu.Unlock()

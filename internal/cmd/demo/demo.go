@@ -576,18 +576,18 @@ func queueDepths(ctx context.Context, mgmt string) (map[string][2]int, error) {
 type soMetrics struct{ answer, fit, limit string }
 
 // scrape reads the answer, the fit and the limiting factor of each ScaledObject from the
-// first scaler replica's /metrics; an unreachable scaler reads as no metrics.
+// first scaler replica's /metrics; an unreachable scaler reads as no metrics (nil).
 func scrape(ctx context.Context, s *e2e.Stack) map[string]soMetrics {
 	if len(s.Scalers) == 0 {
-		return map[string]soMetrics{}
+		return nil
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+s.Scalers[0].HTTPAddr+"/metrics", nil)
 	if err != nil {
-		return map[string]soMetrics{}
+		return nil
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return map[string]soMetrics{}
+		return nil
 	}
 	defer resp.Body.Close()
 	return parseMetrics(resp.Body)
