@@ -44,6 +44,9 @@ type RabbitMQOptions struct {
 	// brokers run in production, instead of the harness's fast ones, which tests need to see
 	// a publish within a second; StatsInterval must be zero then.
 	StatsDefaults bool
+	// Join makes the new broker a second node of Join's cluster: it shares Join's epmd and
+	// Erlang cookie and joins at its first boot. Stop it before Join, which owns the epmd.
+	Join *RabbitMQ
 }
 
 // RabbitMQ is a broker started by StartRabbitMQ: Debian's rabbitmq-server with the management
@@ -56,12 +59,15 @@ type RabbitMQ struct {
 	promPort int
 	distPort int
 	epmdPort int
+	node     string
+	join     *RabbitMQ // the node whose cluster (and epmd) this one joined
 	env      []string
 	script   string
 
-	mu     sync.Mutex
-	epmd   *Process
-	server *Process
+	mu      sync.Mutex
+	epmd    *Process
+	server  *Process
+	stopped bool // by Stop
 }
 
 // StartRabbitMQ starts a broker and returns once both AMQP and the management API answer. It
@@ -87,7 +93,7 @@ func StartRabbitMQ(ctx context.Context, opts RabbitMQOptions) (*RabbitMQ, error)
 		stats = DefaultRabbitMQStatsInterval
 	}
 
-	r := &RabbitMQ{dir: opts.Dir, script: scripts[len(scripts)-1]}
+	r := &RabbitMQ{dir: opts.Dir, script: scripts[len(scripts)-1], join: opts.Join}
 	if r.dir == "" {
 		d, err := os.MkdirTemp("", "headroom-rabbitmq-")
 		if err != nil {
@@ -96,7 +102,11 @@ func StartRabbitMQ(ctx context.Context, opts RabbitMQOptions) (*RabbitMQ, error)
 		r.dir, r.ownDir = d, true
 	}
 	for attempt := 1; ; attempt++ {
-		for _, p := range []*int{&r.amqpPort, &r.mgmtPort, &r.promPort, &r.distPort, &r.epmdPort} {
+		ports := []*int{&r.amqpPort, &r.mgmtPort, &r.promPort, &r.distPort, &r.epmdPort}
+		if r.join != nil {
+			r.epmdPort, ports = r.join.epmdPort, ports[:4]
+		}
+		for _, p := range ports {
 			port, err := freePort()
 			if err != nil {
 				r.removeDir()
@@ -108,9 +118,11 @@ func StartRabbitMQ(ctx context.Context, opts RabbitMQOptions) (*RabbitMQ, error)
 			r.removeDir()
 			return nil, fmt.Errorf("start rabbitmq: %w", err)
 		}
-		if err := r.startEPMD(ctx); err != nil {
-			r.removeDir()
-			return nil, err
+		if r.join == nil {
+			if err := r.startEPMD(ctx); err != nil {
+				r.removeDir()
+				return nil, err
+			}
 		}
 		err := r.startServer(ctx)
 		if err == nil {
@@ -156,6 +168,11 @@ log.console = true
 log.console.level = info
 log.file = false
 `, r.amqpPort, r.mgmtPort, r.promPort)
+	r.node = fmt.Sprintf("headroom%d@localhost", r.amqpPort)
+	if r.join != nil { // joins at its first boot
+		conf += "cluster_formation.peer_discovery_backend = classic_config\n" +
+			"cluster_formation.classic_config.nodes.1 = " + r.join.node + "\n"
+	}
 	if stats > 0 { // else the broker's defaults
 		conf += fmt.Sprintf(`collect_statistics_interval = %d
 management.sample_retention_policies.global.minute = 1
@@ -173,10 +190,20 @@ management.sample_retention_policies.detailed.10 = 1
 			return err
 		}
 	}
-	node := fmt.Sprintf("headroom%d@localhost", r.amqpPort)
+	if r.join != nil {
+		// Nodes of one cluster share the Erlang cookie, which the first node wrote into its
+		// HOME at its start.
+		cookie, err := os.ReadFile(filepath.Join(r.join.dir, "home", ".erlang.cookie"))
+		if err != nil {
+			return fmt.Errorf("join %s: %w", r.join.node, err)
+		}
+		if err := os.WriteFile(filepath.Join(r.dir, "home", ".erlang.cookie"), cookie, 0o400); err != nil {
+			return err
+		}
+	}
 	r.env = append(filteredEnv(),
 		"HOME="+filepath.Join(r.dir, "home"),
-		"RABBITMQ_NODENAME="+node,
+		"RABBITMQ_NODENAME="+r.node,
 		"RABBITMQ_NODE_IP_ADDRESS=127.0.0.1",
 		fmt.Sprintf("RABBITMQ_NODE_PORT=%d", r.amqpPort),
 		fmt.Sprintf("RABBITMQ_DIST_PORT=%d", r.distPort),
@@ -255,7 +282,13 @@ func (r *RabbitMQ) startServer(ctx context.Context) error {
 		if err := dialCheck(ctx, r.promPort, p); err != nil {
 			return err
 		}
-		return r.Admin().get(ctx, "/api/overview", nil)
+		if err := r.Admin().get(ctx, "/api/overview", nil); err != nil {
+			return err
+		}
+		if r.join != nil { // a node that failed to join boots on its own: say so
+			return r.inCluster(ctx)
+		}
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("start rabbitmq: %w; log: %s", err, p.Tail(3000))
@@ -276,6 +309,29 @@ func dialCheck(ctx context.Context, port int, p *Process) error {
 	}
 	return c.Close()
 }
+
+// inCluster checks that the cluster, as this node sees it, runs both this node and the one it
+// joined.
+func (r *RabbitMQ) inCluster(ctx context.Context) error {
+	var nodes []struct {
+		Name    string `json:"name"`
+		Running bool   `json:"running"`
+	}
+	if err := r.Admin().get(ctx, "/api/nodes", &nodes); err != nil {
+		return err
+	}
+	running := map[string]bool{}
+	for _, n := range nodes {
+		running[n.Name] = n.Running
+	}
+	if !running[r.node] || !running[r.join.node] {
+		return fmt.Errorf("nodes %+v: want %s and %s running in one cluster", nodes, r.node, r.join.node)
+	}
+	return nil
+}
+
+// Node is the broker's Erlang node name.
+func (r *RabbitMQ) Node() string { return r.node }
 
 // AMQPURL is amqp://guest:guest@127.0.0.1:PORT/ (guest may log in from loopback).
 func (r *RabbitMQ) AMQPURL() string {
@@ -305,6 +361,9 @@ func (r *RabbitMQ) LogTail(n int) string { return tail(filepath.Join(r.dir, "ser
 // Stop stops the broker, then epmd, by PID, and removes the state directory when
 // StartRabbitMQ created it. It is safe to call more than once.
 func (r *RabbitMQ) Stop() error {
+	r.mu.Lock()
+	r.stopped = true
+	r.mu.Unlock()
 	r.stopProcesses(r.listeners()...)
 	r.removeDir()
 	return nil
@@ -380,9 +439,9 @@ func (r *RabbitMQ) Kill() {
 func (r *RabbitMQ) Restart(ctx context.Context) error {
 	r.stopServer(r.listeners()...)
 	r.mu.Lock()
-	epmd := r.epmd
+	stopped := r.stopped
 	r.mu.Unlock()
-	if epmd == nil {
+	if stopped {
 		return errors.New("restart rabbitmq: already stopped")
 	}
 	return r.startServer(ctx)
@@ -422,6 +481,13 @@ func (a *RabbitAdmin) SetPermissions(ctx context.Context, vhost, user string) er
 func (a *RabbitAdmin) DeclareQueue(ctx context.Context, vhost, name string) error {
 	return a.do(ctx, http.MethodPut, "/api/queues/"+url.PathEscape(vhost)+"/"+url.PathEscape(name),
 		map[string]any{"durable": true, "auto_delete": false})
+}
+
+// DeclareQueueOn declares a durable classic queue whose process runs on the cluster node
+// given (RabbitMQ.Node).
+func (a *RabbitAdmin) DeclareQueueOn(ctx context.Context, vhost, name, node string) error {
+	return a.do(ctx, http.MethodPut, "/api/queues/"+url.PathEscape(vhost)+"/"+url.PathEscape(name),
+		map[string]any{"durable": true, "auto_delete": false, "node": node})
 }
 
 // DeclareQueues declares many durable queues in one request (a definitions import).
