@@ -55,7 +55,7 @@ func benchBroker(b *testing.B) (*lab.RabbitMQ, []string) {
 func BenchmarkRefresh1000(b *testing.B) {
 	r, names := benchBroker(b)
 	withMetrics := modes[0].config(r)
-	withMetrics.MetricsURL = r.PrometheusURL()
+	withMetrics.MetricsURLs = []string{r.PrometheusURL()}
 	variants := []struct {
 		name       string
 		cfg        queue.BrokerConfig
@@ -225,7 +225,7 @@ func BenchmarkBrokerCPU1000(b *testing.B) {
 	}
 	withStats, depthsOnly := reader(false), reader(true)
 	withMetrics := modes[0].config(r)
-	withMetrics.MetricsURL = r.PrometheusURL()
+	withMetrics.MetricsURLs = []string{r.PrometheusURL()}
 	fromMetrics, err := queue.NewReader([]queue.BrokerConfig{withMetrics}, queue.Options{})
 	if err != nil {
 		b.Fatal(err)

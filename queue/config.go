@@ -37,15 +37,17 @@ type BrokerConfig struct {
 	CertFile, KeyFile string
 	// ServerName overrides the name checked against the server certificate (https/amqps only).
 	ServerName string
-	// MetricsURL is the broker's Prometheus endpoint (the rabbitmq_prometheus plugin, port
-	// 15692 by default), http:// or https://, for a management-mode broker only. When set,
-	// refreshes that need queue depths alone read them from /metrics/detailed there instead
-	// of listing /api/queues, at a fraction of the broker's CPU; the numbers are then the
-	// queue's last statistics emission (up to collect_statistics_interval old, 5 s by
-	// default) instead of the queue's current count. Rates and consumer detail still come
-	// from the management API. Only the URL's own userinfo is sent to it; the TLS settings
-	// above apply to it too.
-	MetricsURL string
+	// MetricsURLs are the broker's Prometheus endpoints (the rabbitmq_prometheus plugin, port
+	// 15692 by default), http:// or https://, one per node of the cluster, for a
+	// management-mode broker only. When set, refreshes that need queue depths alone read them
+	// from /metrics/detailed of every node instead of listing /api/queues, at a fraction of
+	// the broker's CPU; the numbers are then the queue's last statistics emission (up to
+	// collect_statistics_interval old, 5 s by default) instead of the queue's current count.
+	// Each node reports the queues it hosts (a classic queue's node, a quorum queue's leader),
+	// so every node must be listed: a queue whose node is not is never seen. Rates and
+	// consumer detail still come from the management API. Only each URL's own userinfo is
+	// sent to it; the TLS settings above apply to them too.
+	MetricsURLs []string
 }
 
 // Mode is how a broker is read.
@@ -80,11 +82,11 @@ func (c BrokerConfig) Validate() error {
 	if err != nil {
 		return err
 	}
-	if c.MetricsURL != "" {
+	if len(c.MetricsURLs) > 0 {
 		if c.Mode() != ModeManagement {
-			return fmt.Errorf("broker %q: metrics url %s set but url %s is not the management API (http:// or https://): depths over AMQP come from passive declares", c.Name, RedactURL(c.MetricsURL), RedactURL(c.URL))
+			return fmt.Errorf("broker %q: metrics url %s set but url %s is not the management API (http:// or https://): depths over AMQP come from passive declares", c.Name, RedactURL(c.MetricsURLs[0]), RedactURL(c.URL))
 		}
-		if _, err := c.parseMetricsURL(); err != nil {
+		if _, err := c.parseMetricsURLs(); err != nil {
 			return err
 		}
 	}
@@ -121,37 +123,72 @@ func (c BrokerConfig) tls() bool {
 	if err == nil && (u.Scheme == "https" || u.Scheme == "amqps") {
 		return true
 	}
-	m, err := c.parseMetricsURL()
-	return err == nil && m != nil && m.Scheme == "https"
+	ms, _ := c.parseMetricsURLs()
+	for _, m := range ms {
+		if m.Scheme == "https" {
+			return true
+		}
+	}
+	return false
 }
 
-// parseMetricsURL parses MetricsURL; nil without error when it is not set.
-func (c BrokerConfig) parseMetricsURL() (*url.URL, error) {
-	if c.MetricsURL == "" {
-		return nil, nil
+// parseMetricsURLs parses MetricsURLs; each must be a node's endpoint base, once.
+func (c BrokerConfig) parseMetricsURLs() ([]*url.URL, error) {
+	out := make([]*url.URL, 0, len(c.MetricsURLs))
+	seen := map[string]bool{}
+	for _, raw := range c.MetricsURLs {
+		u, err := c.checkURL("metrics url", raw, "http", "https")
+		if err != nil {
+			return nil, err
+		}
+		if p := strings.TrimSuffix(u.Path, "/"); strings.HasSuffix(p, "/metrics") || strings.HasSuffix(p, "/metrics/detailed") {
+			return nil, fmt.Errorf("broker %q: metrics url %s: give the endpoint's base (scheme, host, port), without /metrics", c.Name, RedactURL(raw))
+		}
+		if b := bare(u); seen[b] {
+			return nil, fmt.Errorf("broker %q: metrics url %s given twice", c.Name, RedactURL(raw))
+		} else {
+			seen[b] = true
+		}
+		out = append(out, u)
 	}
-	u, err := c.checkURL("metrics url", c.MetricsURL, "http", "https")
+	return out, nil
+}
+
+// metricsEndpoint is one of MetricsURLs without userinfo and without a trailing slash, and
+// its userinfo.
+type metricsEndpoint struct{ base, user, pwd string }
+
+// metricsEndpoints lists MetricsURLs as endpoints; none when one is invalid.
+func (c BrokerConfig) metricsEndpoints() []metricsEndpoint {
+	us, err := c.parseMetricsURLs()
 	if err != nil {
-		return nil, err
+		return nil
 	}
-	if p := strings.TrimSuffix(u.Path, "/"); strings.HasSuffix(p, "/metrics") || strings.HasSuffix(p, "/metrics/detailed") {
-		return nil, fmt.Errorf("broker %q: metrics url %s: give the endpoint's base (scheme, host, port), without /metrics", c.Name, RedactURL(c.MetricsURL))
+	out := make([]metricsEndpoint, len(us))
+	for i, u := range us {
+		out[i].base = bare(u)
+		if u.User != nil {
+			out[i].user = u.User.Username()
+			out[i].pwd, _ = u.User.Password()
+		}
 	}
-	return u, nil
+	return out
 }
 
-// metricsEndpoint is MetricsURL without userinfo and without a trailing slash, and the
-// userinfo; base is "" when MetricsURL is unset or invalid.
-func (c BrokerConfig) metricsEndpoint() (base, user, pwd string) {
-	u, err := c.parseMetricsURL()
-	if err != nil || u == nil {
-		return "", "", ""
+// SplitURLs reads a comma-separated list of URLs (HEADROOM_BROKER_<NAME>_METRICS_URL, the
+// URL part of --broker-metrics), naming the list when an entry is empty.
+func SplitURLs(list string) ([]string, error) {
+	parts := strings.Split(list, ",")
+	for i, p := range parts {
+		if parts[i] = strings.TrimSpace(p); parts[i] == "" {
+			shown := make([]string, len(parts))
+			for j, q := range strings.Split(list, ",") {
+				shown[j] = RedactURL(q)
+			}
+			return nil, fmt.Errorf("url list %q: entry %d is empty", strings.Join(shown, ","), i+1)
+		}
 	}
-	if u.User != nil {
-		user = u.User.Username()
-		pwd, _ = u.User.Password()
-	}
-	return bare(u), user, pwd
+	return parts, nil
 }
 
 func (c BrokerConfig) parseURL() (*url.URL, error) {
@@ -214,8 +251,11 @@ func (c BrokerConfig) credentials() (user, pass string) {
 // secrets lists what must never appear in an error about this broker.
 func (c BrokerConfig) secrets() []string {
 	_, pass := c.credentials()
-	_, _, metricsPwd := c.metricsEndpoint()
-	return []string{pass, c.Password, metricsPwd}
+	out := []string{pass, c.Password}
+	for _, e := range c.metricsEndpoints() {
+		out = append(out, e.pwd)
+	}
+	return out
 }
 
 // baseURL is the URL without userinfo and without a trailing slash.
@@ -287,8 +327,8 @@ func BrokerEnv(broker, key string) string {
 // LoadCredentials fills cfg.Username and cfg.Password, and the TLS file settings. Sources,
 // later ones winning: the credentials file (when file is not empty), then the environment
 // (see BrokerEnv): HEADROOM_BROKER_<NAME>_USERNAME, _PASSWORD, _CA_FILE, _CERT_FILE,
-// _KEY_FILE, _SERVER_NAME and _METRICS_URL. An unset or empty variable leaves its field alone. Call
-// Validate afterwards (NewReader does).
+// _KEY_FILE, _SERVER_NAME and _METRICS_URL (a comma-separated list: one URL per node). An
+// unset or empty variable leaves its field alone. Call Validate afterwards (NewReader does).
 //
 // The credentials file has one broker per line, "name=username:password"; the password is
 // everything after the first ':' and may itself contain ':' and '='. Blank lines and lines
@@ -317,11 +357,18 @@ func LoadCredentials(cfg *BrokerConfig, file string, getenv func(string) string)
 		}{
 			{"USERNAME", &cfg.Username}, {"PASSWORD", &cfg.Password},
 			{"CA_FILE", &cfg.CAFile}, {"CERT_FILE", &cfg.CertFile}, {"KEY_FILE", &cfg.KeyFile},
-			{"SERVER_NAME", &cfg.ServerName}, {"METRICS_URL", &cfg.MetricsURL},
+			{"SERVER_NAME", &cfg.ServerName},
 		} {
 			if v := getenv(BrokerEnv(cfg.Name, f.key)); v != "" {
 				*f.field = v
 			}
+		}
+		if v := getenv(BrokerEnv(cfg.Name, "METRICS_URL")); v != "" {
+			urls, err := SplitURLs(v)
+			if err != nil {
+				return fmt.Errorf("load settings for broker %q: %s: %w", cfg.Name, BrokerEnv(cfg.Name, "METRICS_URL"), err)
+			}
+			cfg.MetricsURLs = urls
 		}
 	}
 	return nil

@@ -6,6 +6,8 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -34,20 +36,24 @@ func TestBrokerConfigValidate(t *testing.T) {
 		{name: "ca on plain http", cfg: queue.BrokerConfig{Name: "m", URL: "http://r", CAFile: "ca.pem"}, wantErr: `caFile "ca.pem"`},
 		{name: "cert without key", cfg: queue.BrokerConfig{Name: "m", URL: "https://r", CertFile: "c.pem"}, wantErr: "give both or neither"},
 		{name: "unparseable url hides password", cfg: queue.BrokerConfig{Name: "m", URL: "http://u:hunter2@r:port/"}, wantErr: "does not parse"},
-		{name: "metrics url", cfg: queue.BrokerConfig{Name: "m", URL: "http://r:15672", MetricsURL: "http://r:15692"}, wantMode: queue.ModeManagement},
-		{name: "metrics url over tls with a ca", cfg: queue.BrokerConfig{Name: "m", URL: "http://r:15672", MetricsURL: "https://r:15691/", CAFile: "ca.pem"}, wantMode: queue.ModeManagement},
-		{name: "metrics url on an amqp broker", cfg: queue.BrokerConfig{Name: "m", URL: "amqp://r", MetricsURL: "http://r:15692"}, wantErr: "metrics url http://r:15692 set but url amqp://r is not the management API"},
-		{name: "metrics url scheme", cfg: queue.BrokerConfig{Name: "m", URL: "http://r", MetricsURL: "tcp://r:15692"}, wantErr: `metrics url tcp://r:15692: scheme "tcp"`},
-		{name: "metrics url without host", cfg: queue.BrokerConfig{Name: "m", URL: "http://r", MetricsURL: "http:///x"}, wantErr: "metrics url http:///x has no host"},
-		{name: "metrics url with the endpoint path", cfg: queue.BrokerConfig{Name: "m", URL: "http://r", MetricsURL: "http://r:15692/metrics"}, wantErr: "without /metrics"},
-		{name: "metrics url with a query", cfg: queue.BrokerConfig{Name: "m", URL: "http://r", MetricsURL: "http://r:15692/?family=x"}, wantErr: "metrics url http://r:15692/?family=x: query"},
-		{name: "metrics url hides password", cfg: queue.BrokerConfig{Name: "m", URL: "http://r", MetricsURL: "http://u:hunter2@r:port/"}, wantErr: "metrics url"},
+		{name: "metrics url", cfg: queue.BrokerConfig{Name: "m", URL: "http://r:15672", MetricsURLs: []string{"http://r:15692"}}, wantMode: queue.ModeManagement},
+		{name: "metrics url over tls with a ca", cfg: queue.BrokerConfig{Name: "m", URL: "http://r:15672", MetricsURLs: []string{"https://r:15691/"}, CAFile: "ca.pem"}, wantMode: queue.ModeManagement},
+		{name: "metrics url on an amqp broker", cfg: queue.BrokerConfig{Name: "m", URL: "amqp://r", MetricsURLs: []string{"http://r:15692"}}, wantErr: "metrics url http://r:15692 set but url amqp://r is not the management API"},
+		{name: "metrics url scheme", cfg: queue.BrokerConfig{Name: "m", URL: "http://r", MetricsURLs: []string{"tcp://r:15692"}}, wantErr: `metrics url tcp://r:15692: scheme "tcp"`},
+		{name: "metrics url without host", cfg: queue.BrokerConfig{Name: "m", URL: "http://r", MetricsURLs: []string{"http:///x"}}, wantErr: "metrics url http:///x has no host"},
+		{name: "metrics url with the endpoint path", cfg: queue.BrokerConfig{Name: "m", URL: "http://r", MetricsURLs: []string{"http://r:15692/metrics"}}, wantErr: "without /metrics"},
+		{name: "metrics url with a query", cfg: queue.BrokerConfig{Name: "m", URL: "http://r", MetricsURLs: []string{"http://r:15692/?family=x"}}, wantErr: "metrics url http://r:15692/?family=x: query"},
+		{name: "metrics urls of a cluster", cfg: queue.BrokerConfig{Name: "m", URL: "http://r:15672", MetricsURLs: []string{"http://r-0:15692", "http://r-1:15692", "http://r-2:15692"}}, wantMode: queue.ModeManagement},
+		{name: "a cluster's second metrics url bad", cfg: queue.BrokerConfig{Name: "m", URL: "http://r:15672", MetricsURLs: []string{"http://r-0:15692", "http://r-1:15692/metrics"}}, wantErr: "metrics url http://r-1:15692/metrics: give the endpoint's base"},
+		{name: "a node's metrics url twice", cfg: queue.BrokerConfig{Name: "m", URL: "http://r:15672", MetricsURLs: []string{"http://r-0:15692", "http://u:hunter2@r-0:15692/"}}, wantErr: "metrics url http://xxxxx@r-0:15692/ given twice"},
+		{name: "metrics url hides password", cfg: queue.BrokerConfig{Name: "m", URL: "http://r", MetricsURLs: []string{"http://u:hunter2@r:port/"}}, wantErr: "metrics url"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			before := tc.cfg
+			before.MetricsURLs = slices.Clone(tc.cfg.MetricsURLs)
 			err := tc.cfg.Validate()
-			if tc.cfg != before {
+			if !reflect.DeepEqual(tc.cfg, before) {
 				t.Errorf("Validate changed the config")
 			}
 			if tc.wantErr == "" {
@@ -94,7 +100,7 @@ func TestParseBroker(t *testing.T) {
 				}
 				return
 			}
-			if err != nil || got != tc.want {
+			if err != nil || !reflect.DeepEqual(got, tc.want) {
 				t.Fatalf("got %+v, %v; want %+v", got, err, tc.want)
 			}
 		})
@@ -119,7 +125,7 @@ func TestLoadCredentials(t *testing.T) {
 		env              map[string]string
 		wantUser, wantPw string
 		wantTLS          [4]string // CAFile, CertFile, KeyFile, ServerName
-		wantMetrics      string
+		wantMetrics      []string
 		wantErr          string
 	}{
 		{name: "file", broker: "main", file: good, wantUser: "alice", wantPw: "pa:ss=word"},
@@ -130,7 +136,11 @@ func TestLoadCredentials(t *testing.T) {
 		{name: "env tls files", broker: "tls-1", env: map[string]string{"HEADROOM_BROKER_TLS_1_CA_FILE": "ca.pem", "HEADROOM_BROKER_TLS_1_CERT_FILE": "c.pem", "HEADROOM_BROKER_TLS_1_KEY_FILE": "k.pem", "HEADROOM_BROKER_TLS_1_SERVER_NAME": "rabbit"},
 			wantUser: "keep", wantPw: "keep", wantTLS: [4]string{"ca.pem", "c.pem", "k.pem", "rabbit"}},
 		{name: "env metrics url", broker: "main", env: map[string]string{"HEADROOM_BROKER_MAIN_METRICS_URL": "http://r:15692"},
-			wantUser: "keep", wantPw: "keep", wantMetrics: "http://r:15692"},
+			wantUser: "keep", wantPw: "keep", wantMetrics: []string{"http://r:15692"}},
+		{name: "env metrics urls of a cluster", broker: "main", env: map[string]string{"HEADROOM_BROKER_MAIN_METRICS_URL": "http://r-0:15692, http://r-1:15692"},
+			wantUser: "keep", wantPw: "keep", wantMetrics: []string{"http://r-0:15692", "http://r-1:15692"}},
+		{name: "env metrics urls with an empty entry", broker: "main", env: map[string]string{"HEADROOM_BROKER_MAIN_METRICS_URL": "http://u:hunter2@r-0:15692,,http://r-1"},
+			wantErr: `HEADROOM_BROKER_MAIN_METRICS_URL: url list "http://xxxxx@r-0:15692,,http://r-1": entry 2 is empty`},
 		{name: "not listed keeps fields", broker: "absent", file: good, wantUser: "keep", wantPw: "keep"},
 		{name: "missing file", broker: "main", file: filepath.Join(dir, "nope"), wantErr: "nope"},
 		{name: "bad line hides password", broker: "main", file: write("bad", "main=hunter2\n"), wantErr: "line 1"},
@@ -155,8 +165,8 @@ func TestLoadCredentials(t *testing.T) {
 			if cfg.Username != tc.wantUser || cfg.Password != tc.wantPw {
 				t.Errorf("got %q/%q, want %q/%q", cfg.Username, cfg.Password, tc.wantUser, tc.wantPw)
 			}
-			if cfg.MetricsURL != tc.wantMetrics {
-				t.Errorf("got metrics url %q, want %q", cfg.MetricsURL, tc.wantMetrics)
+			if !slices.Equal(cfg.MetricsURLs, tc.wantMetrics) {
+				t.Errorf("got metrics urls %q, want %q", cfg.MetricsURLs, tc.wantMetrics)
 			}
 			if got := [4]string{cfg.CAFile, cfg.CertFile, cfg.KeyFile, cfg.ServerName}; got != tc.wantTLS {
 				t.Errorf("got TLS settings %q, want %q", got, tc.wantTLS)

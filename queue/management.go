@@ -29,7 +29,7 @@ const maxErrorBody = 512
 type managementSource struct {
 	name      string
 	api       endpoint
-	metrics   *endpoint // BrokerConfig.MetricsURL; nil when unset
+	metrics   []endpoint // BrokerConfig.MetricsURLs, one per node
 	secrets   []string
 	client    *http.Client
 	transport *http.Transport
@@ -69,8 +69,8 @@ func newManagementSource(c BrokerConfig, o Options) (*managementSource, error) {
 		pageSize:  o.PageSize,
 		timeout:   o.Timeout,
 	}
-	if base, user, pwd := c.metricsEndpoint(); base != "" {
-		s.metrics = &endpoint{base: base, user: user, pwd: pwd, header: metricsHeader, hint: metricsHint}
+	for _, m := range c.metricsEndpoints() {
+		s.metrics = append(s.metrics, endpoint{base: m.base, user: m.user, pwd: m.pwd, header: metricsHeader, hint: metricsHint})
 	}
 	return s, nil
 }
@@ -135,7 +135,7 @@ func (s *managementSource) fetch(ctx context.Context, p plan) (*result, error) {
 	if len(p.vhosts) > 0 {
 		fetch := s.fetchQueues
 		switch {
-		case p.depthsOnly && s.metrics != nil:
+		case p.depthsOnly && len(s.metrics) > 0:
 			fetch = s.fetchDepthsFromMetrics
 		case p.depthsOnly:
 			fetch = s.fetchDepths

@@ -69,7 +69,7 @@ func TestDepthsFromMetrics(t *testing.T) {
 
 	var seen pathTransport
 	cfg := modes[0].config(r)
-	cfg.MetricsURL = r.PrometheusURL()
+	cfg.MetricsURLs = []string{r.PrometheusURL()}
 	rd := startReader(t, cfg, queue.Options{WrapTransport: seen.wrap})
 
 	depths := queue.Selector{Broker: "rmq", VHost: vhost, Queue: "jobs", DepthsOnly: true}
@@ -128,7 +128,7 @@ func TestMetricsEndpointDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := modes[0].config(r)
-	cfg.MetricsURL = fmt.Sprintf("http://127.0.0.1:%d", port)
+	cfg.MetricsURLs = []string{fmt.Sprintf("http://127.0.0.1:%d", port)}
 	rd := startReader(t, cfg, queue.Options{})
 	_, err = rd.Snapshot(t.Context(), queue.Selector{Broker: "rmq", VHost: vhost, Queue: "jobs", DepthsOnly: true})
 	if err == nil || !strings.Contains(err.Error(), "/metrics/detailed") {
@@ -144,7 +144,7 @@ func TestMetricsURLNotTheEndpoint(t *testing.T) {
 	vhost := fmt.Sprintf("metrics-wrong-%d", time.Now().UnixNano())
 	setup(t, r, vhost, map[string]int{"jobs": 2})
 	cfg := modes[0].config(r)
-	cfg.MetricsURL = r.ManagementURL()
+	cfg.MetricsURLs = []string{r.ManagementURL()}
 	rd := startReader(t, cfg, queue.Options{})
 	_, err := rd.Snapshot(t.Context(), queue.Selector{Broker: "rmq", VHost: vhost, Queue: "jobs", DepthsOnly: true})
 	var he *queue.HTTPError
@@ -166,7 +166,7 @@ func TestMetricsBodyTooLarge(t *testing.T) {
 	setup(t, r, vhost, queues)
 	defer queue.SetMaxMetricsBody(1 << 10)()
 	cfg := modes[0].config(r)
-	cfg.MetricsURL = r.PrometheusURL()
+	cfg.MetricsURLs = []string{r.PrometheusURL()}
 	rd, err := queue.NewReader([]queue.BrokerConfig{cfg}, queue.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -181,5 +181,95 @@ func TestMetricsBodyTooLarge(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestMetricsOfACluster: on a real two-node cluster, each node's Prometheus endpoint
+// reports only the queues it hosts, so the metrics of every node are read (one request
+// each per refresh); a queue whose node is not listed is unknown, never zero; and with one
+// node down the other node's queues still read while the down node's are unknown, the
+// message naming the endpoint not read.
+func TestMetricsOfACluster(t *testing.T) {
+	a := labtest.RabbitMQ(t)
+	b, err := lab.StartRabbitMQ(t.Context(), lab.RabbitMQOptions{Join: a})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { // before a's, which owns the epmd both use
+		if t.Failed() {
+			t.Logf("second node's log (end):\n%s", b.LogTail(4000))
+		}
+		_ = b.Stop()
+	})
+	admin := a.Admin()
+	for q, n := range map[string]string{"on-a": a.Node(), "on-b": b.Node()} {
+		if err := admin.DeclareQueueOn(t.Context(), "/", q, n); err != nil {
+			t.Fatalf("declare %s on %s: %v", q, n, err)
+		}
+	}
+	if err := admin.Publish(t.Context(), "/", "on-a", 2); err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.Publish(t.Context(), "/", "on-b", 3); err != nil {
+		t.Fatal(err)
+	}
+	onA := queue.Selector{Broker: "rmq", VHost: "/", Queue: "on-a", DepthsOnly: true}
+	onB := queue.Selector{Broker: "rmq", VHost: "/", Queue: "on-b", DepthsOnly: true}
+	both := queue.Selector{Broker: "rmq", VHost: "/", Pattern: "^on-", DepthsOnly: true}
+
+	// One node's endpoint: the other node's queue is not there (below).
+	cfg := modes[0].config(a)
+	cfg.MetricsURLs = []string{a.PrometheusURL()}
+	one := startReader(t, cfg, queue.Options{})
+	waitSnapshot(t, one, onA, "the first node's queue from its endpoint", func(s queue.Snapshot, err error) bool {
+		return err == nil && s.Ready == 2
+	})
+
+	// Every node's endpoint: both queues, one request per node and refresh.
+	cfg.MetricsURLs = []string{a.PrometheusURL(), b.PrometheusURL()}
+	var seen pathTransport
+	rd := startReader(t, cfg, queue.Options{WrapTransport: seen.wrap})
+	waitSnapshot(t, rd, onB, "the second node's queue", func(s queue.Snapshot, err error) bool {
+		return err == nil && s.Ready == 3
+	})
+	waitSnapshot(t, rd, both, "a pattern over both nodes", func(s queue.Snapshot, err error) bool {
+		return err == nil && s.Queues == 2 && s.Ready == 5
+	})
+	// The queue has emitted its statistics (on its node), and the first node's endpoint
+	// still does not have it.
+	<-one.Refreshed("rmq")
+	_, err = one.Snapshot(t.Context(), onB)
+	if !errors.Is(err, queue.ErrStatsPending) || !strings.Contains(err.Error(), "metrics url not given") {
+		t.Errorf("the second node's queue, its endpoint not given: got %v, want ErrStatsPending naming the missing url", err)
+	}
+	perRefresh(t, rd, 2)
+	if c := seen.counts(); c["/api/queues"] != 0 {
+		t.Errorf("requests by path %v, want /metrics/detailed only", c)
+	}
+
+	// The second node down: its queue unknown, the first's still read, the refresh counted
+	// as partial, not failed.
+	b.Kill()
+	waitSnapshot(t, rd, onB, "the down node's queue unknown", func(s queue.Snapshot, err error) bool {
+		return errors.Is(err, queue.ErrStatsPending) && strings.Contains(err.Error(), "1 of 2 metrics endpoints not read") &&
+			strings.Contains(err.Error(), b.PrometheusURL())
+	})
+	if s, err := rd.Snapshot(t.Context(), onA); err != nil || s.Ready != 2 {
+		t.Errorf("the first node's queue with the second down: got %+v, %v; want 2 ready", s, err)
+	}
+	st, err := rd.BrokerStats("rmq")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Partial == 0 || st.LastError != nil {
+		t.Errorf("stats %+v: want partial refreshes counted and no refresh error", st)
+	}
+
+	// No node answers: the refresh fails, naming both endpoints.
+	cfg.MetricsURLs = []string{b.PrometheusURL(), b.ManagementURL()}
+	none := startReader(t, cfg, queue.Options{})
+	_, err = none.Snapshot(t.Context(), onA)
+	if err == nil || errors.Is(err, queue.ErrStatsPending) || !strings.Contains(err.Error(), b.PrometheusURL()) || !strings.Contains(err.Error(), b.ManagementURL()) {
+		t.Errorf("no endpoint answering: got %v, want a failed refresh naming both", err)
 	}
 }

@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -23,6 +24,12 @@ func TestParseQueueMetrics(t *testing.T) {
 		`rabbitmq_detailed_queue_messages_unacked{queue="x}y",vhost="prod"} 0`,
 		// Only one of the two: unknown, left out.
 		`rabbitmq_detailed_queue_messages_ready{vhost="/",queue="half"} 9`,
+		// A raw broker's queues b\c and b\\c: the second line also reads, escaped, as b\c,
+		// which is then unknown; b\\c is read (raw).
+		`rabbitmq_detailed_queue_messages_ready{vhost="raw",queue="b\c"} 1`,
+		`rabbitmq_detailed_queue_messages_unacked{vhost="raw",queue="b\c"} 0`,
+		`rabbitmq_detailed_queue_messages_ready{vhost="raw",queue="b\\c"} 2`,
+		`rabbitmq_detailed_queue_messages_unacked{vhost="raw",queue="b\\c"} 0`,
 		// Other metrics of the family, and labels without a queue.
 		`rabbitmq_detailed_queue_messages{vhost="/",queue="jobs"} 5`,
 		`rabbitmq_detailed_queue_process_reductions_total{vhost="/",queue="jobs"} 8910`,
@@ -38,14 +45,23 @@ func TestParseQueueMetrics(t *testing.T) {
 		{"/", `odd "name" \ here`}: {ready: 4, unacked: 0, at: at},
 		{"prod", `say "hi" \ now`}: {ready: 5, unacked: 1, at: at},
 		{"prod", "x}y"}:            {ready: 6, unacked: 0, at: at},
-	}
-	if len(got) != len(want) {
-		t.Errorf("got %d queues %v, want %d", len(got), got, len(want))
+		{"raw", `b\\c`}:            {ready: 2, unacked: 0, at: at},
+		// The other reading of lines with a backslash: names no queue asks about, unless
+		// they are the queue's own (a raw broker's `say \"hi\" \\ now`).
+		{"prod", `say \"hi\" \\ now`}: {ready: 5, unacked: 1, at: at},
 	}
 	for k, w := range want {
 		if g, ok := got[k]; !ok || g != w {
 			t.Errorf("%v: got %+v (present %v), want %+v", k, g, ok, w)
 		}
+	}
+	for _, k := range []qkey{{"/", "half"}, {"raw", `b\c`}, {"/", ""}} {
+		if g, ok := got[k]; ok {
+			t.Errorf("%v: got %+v, want it unknown (absent)", k, g)
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("got %d queues %v, want %d", len(got), got, len(want))
 	}
 }
 
@@ -57,4 +73,36 @@ func TestParseQueueMetricsRejectsBadValues(t *testing.T) {
 			t.Errorf("value %q: got %v, want an error quoting the line", v, err)
 		}
 	}
+}
+
+// FuzzParseQueueMetrics: any input parses or fails without panicking, and a queue written
+// either way, escaped as the format says or raw as RabbitMQ 3.10 does, is read under its
+// own name with its counts.
+func FuzzParseQueueMetrics(f *testing.F) {
+	f.Add("/", "jobs", uint32(3), uint32(2))
+	f.Add("prod", `say "hi" \ now`, uint32(0), uint32(7))
+	f.Add(`v",queue="x`, `b\\c`, uint32(1), uint32(1))
+	f.Fuzz(func(t *testing.T, vhost, name string, ready, unacked uint32) {
+		escape := strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`)
+		forms := map[string][2]string{"escaped": {escape.Replace(vhost), escape.Replace(name)}}
+		// Raw, a line feed would end the line, a carriage return before it be dropped, and a
+		// vhost holding `",queue="` not be told apart (rawLabels).
+		if !strings.ContainsAny(vhost+name, "\n\r") && !strings.Contains(vhost, `",queue="`) {
+			forms["raw"] = [2]string{vhost, name}
+		}
+		for form, l := range forms {
+			labels := `{vhost="` + l[0] + `",queue="` + l[1] + `"} `
+			text := metricReady + labels + strconv.FormatUint(uint64(ready), 10) + "\n" +
+				metricUnacked + labels + strconv.FormatUint(uint64(unacked), 10) + "\n"
+			got, err := parseQueueMetrics(strings.NewReader(text), time.Time{})
+			if err != nil {
+				t.Fatalf("%s %q: %v", form, text, err)
+			}
+			if st, ok := got[qkey{vhost, name}]; !ok || st.ready != int64(ready) || st.unacked != int64(unacked) {
+				t.Errorf("%s %q: got %+v (present %v), want ready %d unacked %d", form, text, st, ok, ready, unacked)
+			}
+		}
+		_, _ = parseQueueMetrics(strings.NewReader(vhost+"\n"+name), time.Time{})
+		_, _ = parseQueueMetrics(strings.NewReader(metricReady+name), time.Time{})
+	})
 }

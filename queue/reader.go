@@ -261,6 +261,9 @@ type Stats struct {
 	Requests int64
 	// Refreshes and Failures count completed refreshes and the failed ones among them.
 	Refreshes, Failures int64
+	// Partial counts the successful refreshes that could not read every metrics endpoint
+	// of the broker (BrokerConfig.MetricsURLs), whose nodes' queues were unknown then.
+	Partial int64
 	// LastRefresh is when the last refresh ended, LastDuration how long it took, LastError
 	// its error (nil on success; credentials redacted).
 	LastRefresh  time.Time
@@ -285,6 +288,7 @@ func (r *Reader) BrokerStats(name string) (Stats, error) {
 		Requests:     b.src.requests(),
 		Refreshes:    b.refreshes,
 		Failures:     b.failures,
+		Partial:      b.partial,
 		LastRefresh:  b.fetched,
 		LastDuration: b.lastDur,
 		LastError:    b.err,
@@ -338,6 +342,9 @@ type result struct {
 	// statsOnly: vhosts whose queues were read from the broker's statistics, where a queue
 	// appears once it has emitted them: an absent queue there is unknown, not missing.
 	statsOnly map[string]bool
+	// gap says which of the broker's metrics endpoints were not read (nil when all were):
+	// the queues of those nodes are unknown this time.
+	gap       error
 	consumers []Consumer
 	fetched   time.Time
 	memo      map[ikey]memoEntry
@@ -350,6 +357,15 @@ type memoEntry struct {
 
 func newResult() *result {
 	return &result{queues: map[qkey]queueStat{}, listed: map[string]bool{}, missing: map[qkey]bool{}, statsOnly: map[string]bool{}, memo: map[ikey]memoEntry{}}
+}
+
+// absentWhy lists why a queue can be absent from the broker's queue metrics.
+func (res *result) absentWhy() string {
+	why := "just declared, the broker just restarted, its node's metrics url not given, or no such queue"
+	if res.gap != nil {
+		why += "; " + res.gap.Error()
+	}
+	return why
 }
 
 // source reads one broker.
@@ -385,6 +401,7 @@ type broker struct {
 	lastDur   time.Duration
 	refreshes int64
 	failures  int64
+	partial   int64
 }
 
 func (b *broker) snapshot(ctx context.Context, closing <-chan struct{}, k ikey, sel Selector) (Snapshot, error) {
@@ -416,7 +433,7 @@ func (b *broker) compute(res *result, in *interest, k ikey, sel Selector) (Snaps
 			return Snapshot{}, fmt.Errorf("%s: %w", sel, ErrNotFound)
 		}
 		if res.statsOnly[k.vhost] {
-			return Snapshot{}, fmt.Errorf("%s: not in the broker's queue metrics (just declared, the broker just restarted, or no such queue): %w", sel, ErrStatsPending)
+			return Snapshot{}, fmt.Errorf("%s: not in the broker's queue metrics (%s): %w", sel, res.absentWhy(), ErrStatsPending)
 		}
 		return Snapshot{}, fmt.Errorf("%s: not in the last refresh of the broker", sel)
 	}
@@ -431,7 +448,7 @@ func (b *broker) compute(res *result, in *interest, k ikey, sel Selector) (Snaps
 	}
 	if len(qs) == 0 {
 		if res.statsOnly[k.vhost] {
-			return Snapshot{}, fmt.Errorf("%s: no queue in the broker's queue metrics matches (just declared, the broker just restarted, or no such queue): %w", sel, ErrStatsPending)
+			return Snapshot{}, fmt.Errorf("%s: no queue in the broker's queue metrics matches (%s): %w", sel, res.absentWhy(), ErrStatsPending)
 		}
 		return Snapshot{}, fmt.Errorf("%s: no queue matches: %w", sel, ErrNotFound)
 	}
@@ -528,6 +545,9 @@ func (b *broker) refresh(ctx context.Context) bool {
 	} else {
 		res.fetched = end
 		b.res, b.err, b.lastOK = res, nil, end
+		if res.gap != nil {
+			b.partial++
+		}
 	}
 	close(b.done)
 	b.done = make(chan struct{})

@@ -31,6 +31,7 @@ var MetricNames = []string{
 	"headroom_broker_requests_total",
 	"headroom_broker_refreshes_total",
 	"headroom_broker_errors_total",
+	"headroom_broker_partial_reads_total",
 	"headroom_grpc_request_duration_seconds",
 	"headroom_plan_duration_seconds",
 	"headroom_node_free",
@@ -183,6 +184,7 @@ var (
 	descRequests = prometheus.NewDesc("headroom_broker_requests_total", "Requests sent to the broker (HTTP requests, or AMQP dials, channel opens and declares).", []string{"broker"}, nil)
 	descRefresh  = prometheus.NewDesc("headroom_broker_refreshes_total", "Refreshes of the broker (the queue listing, page by page, and the consumer detail when asked for), failed or not.", []string{"broker"}, nil)
 	descErrors   = prometheus.NewDesc("headroom_broker_errors_total", "Broker reads that failed.", []string{"broker"}, nil)
+	descPartial  = prometheus.NewDesc("headroom_broker_partial_reads_total", "Broker reads that could not read every node's metrics endpoint (--broker-metrics); those nodes' queues were unknown.", []string{"broker"}, nil)
 	descNodeFree = prometheus.NewDesc("headroom_node_free", "Free room on a node (cpu in cores, memory in bytes, pods).", []string{"node", "resource"}, nil)
 	descSynced   = prometheus.NewDesc("headroom_caches_synced", "1 when the cluster caches are synced.", nil, nil)
 )
@@ -274,6 +276,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descRequests, prometheus.CounterValue, float64(st.Requests), b)
 		ch <- prometheus.MustNewConstMetric(descRefresh, prometheus.CounterValue, float64(st.Refreshes), b)
 		ch <- prometheus.MustNewConstMetric(descErrors, prometheus.CounterValue, float64(st.Failures), b)
+		ch <- prometheus.MustNewConstMetric(descPartial, prometheus.CounterValue, float64(st.Partial), b)
 		if ok := s.lastGoodRead(b, st); !ok.IsZero() {
 			gauge(descAge, now.Sub(ok).Seconds(), b)
 		}

@@ -30,7 +30,7 @@ func fixedState(t *testing.T) (*server.Server, *prometheus.Registry) {
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	q := (&fixedQueue{
 		snap:  queue.Snapshot{Ready: 30, Unacked: 4, Consumers: 4, InFlightVisible: true, Queues: 1},
-		stats: queue.Stats{Mode: queue.ModeManagement, Requests: 12, Refreshes: 10, Failures: 1},
+		stats: queue.Stats{Mode: queue.ModeManagement, Requests: 12, Refreshes: 10, Failures: 1, Partial: 2},
 		// The loader's four pods: one holds 4 messages, three are idle.
 		consumers: []queue.Consumer{{PeerHost: "10.0.0.1", PeerPort: 40000, Channel: 1, Unacked: 4}, {PeerHost: "10.0.0.2", PeerPort: 40000, Channel: 1}},
 	}).at(now.Add(-2 * time.Second))
@@ -121,7 +121,7 @@ func TestMetricsLintAndNames(t *testing.T) {
 		"headroom_pending_replicas", "headroom_need_replicas", "headroom_fit_replicas",
 		"headroom_share_replicas", "headroom_busy_workers", "headroom_idle_workers", "headroom_limit", "headroom_queue_messages",
 		"headroom_snapshot_age_seconds", "headroom_broker_requests_total", "headroom_broker_refreshes_total", "headroom_broker_errors_total",
-		"headroom_grpc_request_duration_seconds", "headroom_plan_duration_seconds", "headroom_node_free", "headroom_decisions_total",
+		"headroom_broker_partial_reads_total", "headroom_grpc_request_duration_seconds", "headroom_plan_duration_seconds", "headroom_node_free", "headroom_decisions_total",
 		"headroom_limit_changes_total", "headroom_scale_down_held_total", "headroom_deletion_cost_patches_total",
 		"headroom_caches_synced", "headroom_build_info",
 	}

@@ -39,7 +39,7 @@ type serveConfig struct {
 	kubeconfig             string
 	brokers                listFlag
 	brokerMetrics          listFlag
-	metricsURLs            map[string]string // brokerMetrics by broker name
+	metricsURLs            map[string][]string // brokerMetrics by broker name
 	credentialsFile        string
 	refresh, maxAge        time.Duration
 	tlsCert, tlsKey, tlsCA string
@@ -75,7 +75,7 @@ func parseServe(args []string, stderr io.Writer, getenv func(string) string) (*s
 	fs.StringVar(&c.httpAddr, "http-addr", ":8080", "address of the HTTP server: /metrics, /healthz (live), /readyz (caches synced, brokers reachable)")
 	fs.StringVar(&c.kubeconfig, "kubeconfig", "", "kubeconfig file; default: the in-cluster configuration, else $KUBECONFIG (or ~/.kube/config)")
 	fs.Var(&c.brokers, "broker", "a broker as NAME=URL, repeatable; http(s):// reads the management API (recommended), amqp(s):// reads queues by passive declare. Environment: a comma- or space-separated list")
-	fs.Var(&c.brokerMetrics, "broker-metrics", "a broker's Prometheus endpoint (the rabbitmq_prometheus plugin, RabbitMQ 3.10 or later) as NAME=URL, e.g. main=http://rabbit:15692, repeatable, for a management-API broker: depth-only refreshes read /metrics/detailed there, at a fraction of the broker's CPU of listing /api/queues, with depths up to one statistics interval old (5 s by default). Also HEADROOM_BROKER_<NAME>_METRICS_URL")
+	fs.Var(&c.brokerMetrics, "broker-metrics", "a broker's Prometheus endpoints (the rabbitmq_prometheus plugin, RabbitMQ 3.10 or later) as NAME=URL[,URL...], one URL per node of the cluster (each node reports only the queues it hosts), e.g. main=http://rabbit-0.rabbit-nodes:15692,http://rabbit-1.rabbit-nodes:15692, repeatable for other brokers, for a management-API broker: depth-only refreshes read /metrics/detailed there, at a fraction of the broker's CPU of listing /api/queues, with depths up to one statistics interval old (5 s by default). Also HEADROOM_BROKER_<NAME>_METRICS_URL")
 	fs.StringVar(&c.credentialsFile, "broker-credentials-file", "", "file of broker credentials, one 'NAME=USERNAME:PASSWORD' per line; HEADROOM_BROKER_<NAME>_USERNAME/_PASSWORD override it, and both override the URL's")
 	fs.DurationVar(&c.refresh, "refresh", queue.DefaultRefresh, "how often each broker is read (one request per broker per interval serves every ScaledObject)")
 	fs.DurationVar(&c.maxAge, "max-snapshot-age", 0, "answer Unavailable when the last successful broker read is older than this; default 3 × --refresh")
@@ -154,27 +154,32 @@ func parseServe(args []string, stderr io.Writer, getenv func(string) string) (*s
 	return c, nil
 }
 
-// brokerMetrics reads the --broker-metrics entries, NAME=URL each, by broker name; every
-// name must be a --broker's, once. The URLs themselves are checked with their brokers.
-func brokerMetrics(brokers, entries []string) (map[string]string, error) {
+// brokerMetrics reads the --broker-metrics entries, NAME=URL[,URL...] each (one URL per node
+// of the broker's cluster), by broker name; every name must be a --broker's, once. The URLs
+// themselves are checked with their brokers.
+func brokerMetrics(brokers, entries []string) (map[string][]string, error) {
 	known := map[string]bool{}
 	for _, b := range brokers {
 		name, _, _ := strings.Cut(b, "=")
 		known[strings.TrimSpace(name)] = true
 	}
-	out := map[string]string{}
+	out := map[string][]string{}
 	for _, e := range entries {
 		name, u, ok := strings.Cut(e, "=")
 		name, u = strings.TrimSpace(name), strings.TrimSpace(u)
 		switch {
 		case !ok || name == "" || u == "":
-			return nil, fmt.Errorf("--broker-metrics %s: want NAME=URL", queue.RedactURL(e))
+			return nil, fmt.Errorf("--broker-metrics %s: want NAME=URL[,URL...]", queue.RedactURL(e))
 		case !known[name]:
 			return nil, fmt.Errorf("--broker-metrics %s: no --broker named %q", queue.RedactURL(e), name)
-		case out[name] != "":
-			return nil, fmt.Errorf("--broker-metrics %s: broker %q given twice", queue.RedactURL(e), name)
+		case out[name] != nil:
+			return nil, fmt.Errorf("--broker-metrics %s: broker %q given twice (list a cluster's nodes in one entry, comma-separated)", queue.RedactURL(e), name)
 		}
-		out[name] = u
+		urls, err := queue.SplitURLs(u)
+		if err != nil {
+			return nil, fmt.Errorf("--broker-metrics %s: %w", name, err)
+		}
+		out[name] = urls
 	}
 	return out, nil
 }
@@ -225,8 +230,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if err := queue.LoadCredentials(&bc, c.credentialsFile, os.Getenv); err != nil {
 			return err
 		}
-		if u, ok := c.metricsURLs[bc.Name]; ok {
-			bc.MetricsURL = u // validated with the broker by NewReader
+		if us, ok := c.metricsURLs[bc.Name]; ok {
+			bc.MetricsURLs = us // validated with the broker by NewReader
 		}
 		brokers = append(brokers, bc)
 	}

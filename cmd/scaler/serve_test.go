@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -65,11 +66,19 @@ func TestParseServe(t *testing.T) {
 		{name: "unknown flag", args: []string{"--bogus"}, wantErr: "bogus"},
 		{name: "broker metrics", args: []string{"--broker", "a=http://x:15672", "--broker-metrics", "a=http://x:15692"},
 			check: func(c *serveConfig) string {
-				if c.metricsURLs["a"] != "http://x:15692" {
+				if !slices.Equal(c.metricsURLs["a"], []string{"http://x:15692"}) {
 					return fmt.Sprintf("metrics %v", c.metricsURLs)
 				}
 				return ""
 			}},
+		{name: "broker metrics of a cluster", args: []string{"--broker", "a=http://x:15672", "--broker-metrics", "a=http://x-0:15692, http://x-1:15692"},
+			check: func(c *serveConfig) string {
+				if !slices.Equal(c.metricsURLs["a"], []string{"http://x-0:15692", "http://x-1:15692"}) {
+					return fmt.Sprintf("metrics %q", c.metricsURLs)
+				}
+				return ""
+			}},
+		{name: "broker metrics with an empty entry", args: []string{"--broker", "a=http://x", "--broker-metrics", "a=http://x-0:15692,"}, wantErr: `--broker-metrics a: url list "http://x-0:15692,": entry 2 is empty`},
 		{name: "broker metrics from the environment", args: []string{"--broker", "a=http://x"}, env: map[string]string{"HEADROOM_BROKER_METRICS": "a=http://x:15692"},
 			check: func(c *serveConfig) string {
 				if len(c.brokerMetrics) != 1 || c.brokerMetrics[0] != "a=http://x:15692" {
