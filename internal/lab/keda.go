@@ -224,7 +224,11 @@ type KEDA struct {
 // external.metrics.k8s.io and waits until the operator is ready and the API is served. The
 // processes join kube's stop group, so kube.Stop stops them too. Missing binaries give an
 // error wrapping ErrUnavailable (build them with `go run ./internal/cmd/labbuild`).
-func StartKEDA(ctx context.Context, kube *Kube, opts KEDAOptions) (k *KEDA, err error) {
+func StartKEDA(ctx context.Context, kube *Kube, opts KEDAOptions) (*KEDA, error) {
+	return retryPorts(func() (*KEDA, error) { return startKEDA(ctx, kube, opts) })
+}
+
+func startKEDA(ctx context.Context, kube *Kube, opts KEDAOptions) (k *KEDA, err error) {
 	if kube == nil {
 		return nil, errors.New("start keda: nil control plane")
 	}
@@ -262,9 +266,10 @@ func StartKEDA(ctx context.Context, kube *Kube, opts KEDAOptions) (k *KEDA, err 
 	}
 
 	k = &KEDA{Namespace: ns, CertDir: filepath.Join(kube.Dir, "keda-"+ns, "certs")}
+	started := k // a failed start returns nil, which the deferred call must not stop
 	defer func() {
 		if err != nil {
-			k.Stop()
+			started.Stop()
 		}
 	}()
 	if err := k.writeCerts(kube.PKI); err != nil {

@@ -85,7 +85,19 @@ type Kube struct {
 // StartKube starts a control plane and waits until it serves and the default ServiceAccount
 // exists (with the controller manager). Missing binaries give an error wrapping
 // ErrUnavailable; build them with `go run ./internal/cmd/labbuild`.
-func StartKube(ctx context.Context, opts KubeOptions) (k *Kube, err error) {
+func StartKube(ctx context.Context, opts KubeOptions) (*Kube, error) {
+	return retryPorts(func() (*Kube, error) {
+		if opts.Dir != "" {
+			// etcd's data of a failed attempt records its old peer URL.
+			if err := os.RemoveAll(filepath.Join(opts.Dir, "etcd")); err != nil {
+				return nil, fmt.Errorf("start kube: %w", err)
+			}
+		}
+		return startKube(ctx, opts)
+	})
+}
+
+func startKube(ctx context.Context, opts KubeOptions) (k *Kube, err error) {
 	if opts.MetricsServer && opts.NoKWOK {
 		return nil, errors.New("start kube: metrics-server needs KWOK's emulated kubelets (NoKWOK is set)")
 	}
@@ -124,9 +136,10 @@ func StartKube(ctx context.Context, opts KubeOptions) (k *Kube, err error) {
 		}
 		k.ownDir = true
 	}
+	started := k // a failed start returns nil, which the deferred call must not stop
 	defer func() {
 		if err != nil {
-			k.Stop()
+			started.Stop()
 		}
 	}()
 	if err := os.MkdirAll(filepath.Join(k.Dir, "logs"), 0o755); err != nil {
@@ -260,7 +273,7 @@ func freePorts(n int) ([]int, error) {
 	seen := map[int]bool{}
 	var ports []int
 	for len(ports) < n {
-		p, err := FreePort()
+		p, err := freePort()
 		if err != nil {
 			return nil, err
 		}

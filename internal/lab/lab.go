@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -46,6 +47,31 @@ func Required() bool {
 // ErrUnavailable marks a component that is not installed or not built on this machine.
 // Callers branch on it to skip rather than fail when Required is false.
 var ErrUnavailable = errors.New("component unavailable on this machine")
+
+// startAttempts bounds how often a component's start picks new ports after the component
+// found one of them taken.
+const startAttempts = 3
+
+// portTaken reports whether a failed start says a port was in use: RabbitMQ's
+// "..._already_used" and "eaddrinuse", Go's and etcd's "address already in use".
+func portTaken(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "_already_used") || strings.Contains(msg, "eaddrinuse") ||
+		strings.Contains(msg, "address already in use")
+}
+
+// retryPorts runs start again, on the new ports it picks, while it fails because a port
+// FreePort found free was taken before the component bound it (any process's outgoing
+// connection, or another test binary's FreePort, may get it in between). start cleans up
+// after itself when it fails.
+func retryPorts[T any](start func() (T, error)) (T, error) {
+	for attempt := 1; ; attempt++ {
+		v, err := start()
+		if err == nil || attempt == startAttempts || !portTaken(err) {
+			return v, err
+		}
+	}
+}
 
 // freePort is FreePort, replaceable by tests that need a port choice to collide.
 var freePort = FreePort
@@ -209,14 +235,26 @@ func getOK(ctx context.Context, hc *http.Client, url string) error {
 
 var errExited = errors.New("process exited")
 
-// waitHTTP waits until url answers 200 OK, failing at once if p exits first.
+// waitHTTP waits until url answers 200 OK, failing at once if p exits first, also while a
+// request hangs (when another process holds the port p failed to bind, the request goes
+// there).
 func waitHTTP(ctx context.Context, p *Process, hc *http.Client, url string, timeout time.Duration) error {
 	return WaitFor(ctx, p.Name, timeout, 100*time.Millisecond, func(ctx context.Context) error {
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		go func() {
+			select {
+			case <-p.Exited():
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		err := getOK(ctx, hc, url)
 		select {
 		case <-p.Exited():
 			return errExited
 		default:
 		}
-		return getOK(ctx, hc, url)
+		return err
 	})
 }

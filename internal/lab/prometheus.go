@@ -95,7 +95,11 @@ func debianBinary(name, pkg string) (string, error) {
 
 // StartPrometheus starts a server and returns once it is ready. It does not wait for the
 // first scrape: see WaitScraped.
-func StartPrometheus(ctx context.Context, opts PrometheusOptions) (p *Prometheus, err error) {
+func StartPrometheus(ctx context.Context, opts PrometheusOptions) (*Prometheus, error) {
+	return retryPorts(func() (*Prometheus, error) { return startPrometheus(ctx, opts) })
+}
+
+func startPrometheus(ctx context.Context, opts PrometheusOptions) (p *Prometheus, err error) {
 	bin, err := PrometheusBinary()
 	if err != nil {
 		return nil, err
@@ -111,7 +115,7 @@ func StartPrometheus(ctx context.Context, opts PrometheusOptions) (p *Prometheus
 	if job == "" {
 		job = DefaultPrometheusJob
 	}
-	port, err := FreePort()
+	port, err := freePort()
 	if err != nil {
 		return nil, fmt.Errorf("start prometheus: %w", err)
 	}
@@ -120,9 +124,10 @@ func StartPrometheus(ctx context.Context, opts PrometheusOptions) (p *Prometheus
 		return nil, fmt.Errorf("start prometheus: %w", err)
 	}
 	p = &Prometheus{URL: "http://127.0.0.1:" + strconv.Itoa(port), Job: job, dir: dir}
+	started := p // a failed start returns nil, which the deferred call must not stop
 	defer func() {
 		if err != nil {
-			p.Stop()
+			started.Stop()
 		}
 	}()
 	cfg := prometheusConfig(job, ivl, opts.Targets, opts.RuleFiles)

@@ -128,7 +128,7 @@ func StartRabbitMQ(ctx context.Context, opts RabbitMQOptions) (*RabbitMQ, error)
 		if err == nil {
 			return r, nil
 		}
-		if attempt == rabbitStartAttempts || !portTaken(err) {
+		if attempt == startAttempts || !portTaken(err) {
 			_ = r.Stop()
 			return nil, err
 		}
@@ -138,16 +138,6 @@ func StartRabbitMQ(ctx context.Context, opts RabbitMQOptions) (*RabbitMQ, error)
 		// owner, so there is no port to wait for.
 		r.stopProcesses()
 	}
-}
-
-// rabbitStartAttempts bounds how often StartRabbitMQ picks new ports after the broker found
-// one of them taken.
-const rabbitStartAttempts = 3
-
-// portTaken reports whether a failed start says a port was in use.
-func portTaken(err error) bool {
-	msg := err.Error()
-	return strings.Contains(msg, "_already_used") || strings.Contains(msg, "eaddrinuse")
 }
 
 func (r *RabbitMQ) writeConfig(stats time.Duration) error {

@@ -7,9 +7,12 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 func TestRabbitMQConfigStats(t *testing.T) {
@@ -69,21 +72,7 @@ func TestStartRabbitMQRetriesATakenPort(t *testing.T) {
 	if testing.Short() {
 		t.Skip("skipping: needs a real RabbitMQ broker (run without -short)")
 	}
-	held, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer held.Close()
-	taken := held.Addr().(*net.TCPAddr).Port
-	calls := 0
-	freePort = func() (int, error) {
-		calls++
-		if calls == 4 { // amqp, management, prometheus, distribution, epmd
-			return taken, nil
-		}
-		return FreePort()
-	}
-	defer func() { freePort = FreePort }()
+	taken, calls := takePort(t, 4) // amqp, management, prometheus, distribution, epmd
 	r, err := StartRabbitMQ(t.Context(), RabbitMQOptions{})
 	if errors.Is(err, ErrUnavailable) && !Required() {
 		t.Skipf("skipping: %v", err)
@@ -92,11 +81,77 @@ func TestStartRabbitMQRetriesATakenPort(t *testing.T) {
 		t.Fatalf("start with the distribution port taken: %v", err)
 	}
 	defer r.Stop()
-	if r.distPort == taken || calls < 10 {
-		t.Errorf("distribution port %d (held %d), %d ports picked: want a second set of ports", r.distPort, taken, calls)
+	if r.distPort == taken || *calls < 10 {
+		t.Errorf("distribution port %d (held %d), %d ports picked: want a second set of ports", r.distPort, taken, *calls)
 	}
 	if err := r.Admin().get(t.Context(), "/api/overview", nil); err != nil {
 		t.Errorf("management API after the retry: %v", err)
+	}
+}
+
+// takePort holds a port for the test and makes the nth port choice of the lab return it, as
+// if another process had bound it between FreePort and the component; it returns the port
+// and the count of choices made.
+func takePort(t *testing.T, nth int) (int, *int) {
+	t.Helper()
+	held, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { held.Close() })
+	taken := held.Addr().(*net.TCPAddr).Port
+	calls := 0
+	freePort = func() (int, error) {
+		calls++
+		if calls == nth {
+			return taken, nil
+		}
+		return FreePort()
+	}
+	t.Cleanup(func() { freePort = FreePort })
+	return taken, &calls
+}
+
+// TestStartPrometheusRetriesATakenPort: a Prometheus whose listen port was taken starts
+// again on another.
+func TestStartPrometheusRetriesATakenPort(t *testing.T) {
+	if testing.Short() {
+		t.Skip("skipping: needs a real Prometheus (run without -short)")
+	}
+	taken, calls := takePort(t, 1)
+	p, err := StartPrometheus(t.Context(), PrometheusOptions{})
+	if errors.Is(err, ErrUnavailable) && !Required() {
+		t.Skipf("skipping: %v", err)
+	}
+	if err != nil {
+		t.Fatalf("start with the port taken: %v", err)
+	}
+	defer p.Stop()
+	if strings.HasSuffix(p.URL, ":"+strconv.Itoa(taken)) || *calls != 2 {
+		t.Errorf("url %s (held %d), %d ports picked: want a second port", p.URL, taken, *calls)
+	}
+}
+
+// TestStartKubeRetriesATakenPort: a control plane whose etcd client port was taken starts
+// again on new ports (etcd and the API server only).
+func TestStartKubeRetriesATakenPort(t *testing.T) {
+	if testing.Short() {
+		t.Skip("skipping: needs the control plane binaries (run without -short)")
+	}
+	taken, calls := takePort(t, 1)
+	k, err := StartKube(t.Context(), KubeOptions{NoControllerManager: true, NoScheduler: true, NoKWOK: true})
+	if errors.Is(err, ErrUnavailable) && !Required() {
+		t.Skipf("skipping: %v", err)
+	}
+	if err != nil {
+		t.Fatalf("start with etcd's port taken: %v", err)
+	}
+	defer k.Stop()
+	if *calls < 16 {
+		t.Errorf("%d ports picked: want a second set of 8", *calls)
+	}
+	if _, err := k.Client().CoreV1().Namespaces().List(t.Context(), metav1.ListOptions{}); err != nil {
+		t.Errorf("the API server after the retry (held %d): %v", taken, err)
 	}
 }
 
