@@ -68,7 +68,7 @@ func BenchmarkRefresh1000(b *testing.B) {
 	}
 	for _, v := range variants {
 		b.Run(v.name, func(b *testing.B) {
-			var count countingTransport
+			var count recordingTransport
 			rd, err := queue.NewReader([]queue.BrokerConfig{v.cfg}, queue.Options{WrapTransport: count.wrap})
 			if err != nil {
 				b.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"strings"
@@ -205,20 +206,42 @@ func TestPatternOps(t *testing.T) {
 	})
 }
 
-// countingTransport counts the requests that reach the broker.
-type countingTransport struct {
-	next http.RoundTripper
-	n    atomic.Int64
+// recordingTransport counts the requests that reach the broker, and records the path and
+// last vhost query of each (the paths of /api/queues/... as /api/queues).
+type recordingTransport struct {
+	next  http.RoundTripper
+	n     atomic.Int64
+	mu    sync.Mutex
+	paths map[string]int
+	query map[string][]string // the last query of each path
 }
 
-func (c *countingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+func (c *recordingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	c.n.Add(1)
+	path := req.URL.Path
+	if strings.HasPrefix(path, "/api/queues") {
+		path = "/api/queues"
+	}
+	c.mu.Lock()
+	if c.paths == nil {
+		c.paths, c.query = map[string]int{}, map[string][]string{}
+	}
+	c.paths[path]++
+	c.query[path] = req.URL.Query()["vhost"]
+	c.mu.Unlock()
 	return c.next.RoundTrip(req)
 }
 
-func (c *countingTransport) wrap(rt http.RoundTripper) http.RoundTripper {
+func (c *recordingTransport) wrap(rt http.RoundTripper) http.RoundTripper {
 	c.next = rt
 	return c
+}
+
+// counts is the number of requests by path.
+func (c *recordingTransport) counts() map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.paths)
 }
 
 func TestPagination(t *testing.T) {
@@ -236,7 +259,7 @@ func TestPagination(t *testing.T) {
 		t.Fatalf("publish: %v", err)
 	}
 
-	var count countingTransport
+	var count recordingTransport
 	rd := startReader(t, modes[0].config(r), queue.Options{PageSize: 10, WrapTransport: count.wrap})
 	all := waitSnapshot(t, rd, queue.Selector{Broker: "rmq", VHost: vhost, Pattern: "^p-"}, "all pages", func(s queue.Snapshot, err error) bool {
 		return err == nil && s.Queues == 25 && s.Ready == 3
@@ -429,7 +452,7 @@ func TestManyReaders(t *testing.T) {
 	setup(t, r, "many", map[string]int{"q": 1})
 	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {
-			var count countingTransport
+			var count recordingTransport
 			refresh := 250 * time.Millisecond
 			rd := startReader(t, m.config(r), queue.Options{Refresh: refresh, WrapTransport: count.wrap})
 			sel := queue.Selector{Broker: "rmq", VHost: "many", Queue: "q"}
@@ -492,7 +515,7 @@ func TestManyReaders(t *testing.T) {
 func TestInterestLifecycle(t *testing.T) {
 	r := labtest.SharedRabbitMQ(t)
 	setup(t, r, "lifecycle", map[string]int{"q": 0})
-	var count countingTransport
+	var count recordingTransport
 	rd := startReader(t, modes[0].config(r), queue.Options{Refresh: 100 * time.Millisecond, InterestTTL: 500 * time.Millisecond, WrapTransport: count.wrap})
 	sel := queue.Selector{Broker: "rmq", VHost: "lifecycle", Queue: "q"}
 
@@ -624,7 +647,7 @@ func TestDepthsOnly(t *testing.T) {
 	vhost := fmt.Sprintf("depths-only-%d", time.Now().UnixNano()) // its own, also under -count
 	setup(t, r, vhost, map[string]int{"jobs": 5, "a": 0, "b": 0, "c": 0})
 	holdMessages(t, r, vhost, "jobs", "worker-1", 2)
-	var count countingTransport
+	var count recordingTransport
 	rd := startReader(t, modes[0].config(r), queue.Options{PageSize: 2, WrapTransport: count.wrap})
 	depths := queue.Selector{Broker: "rmq", VHost: vhost, Queue: "jobs", DepthsOnly: true}
 	got := waitSnapshot(t, rd, depths, "depths without statistics", func(s queue.Snapshot, err error) bool {

@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,44 +12,6 @@ import (
 	"github.com/headroom-autoscaler/headroom/internal/lab/labtest"
 	"github.com/headroom-autoscaler/headroom/queue"
 )
-
-// pathTransport records the path of every request that reaches the broker.
-type pathTransport struct {
-	next  http.RoundTripper
-	mu    sync.Mutex
-	paths map[string]int
-	query map[string][]string // the last query of each path
-}
-
-func (p *pathTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	p.mu.Lock()
-	if p.paths == nil {
-		p.paths, p.query = map[string]int{}, map[string][]string{}
-	}
-	path := req.URL.Path
-	if strings.HasPrefix(path, "/api/queues") {
-		path = "/api/queues"
-	}
-	p.paths[path]++
-	p.query[path] = req.URL.Query()["vhost"]
-	p.mu.Unlock()
-	return p.next.RoundTrip(req)
-}
-
-func (p *pathTransport) wrap(rt http.RoundTripper) http.RoundTripper {
-	p.next = rt
-	return p
-}
-
-func (p *pathTransport) counts() map[string]int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	out := make(map[string]int, len(p.paths))
-	for k, v := range p.paths {
-		out[k] = v
-	}
-	return out
-}
 
 // TestDepthsFromMetrics reads depths-only selectors from the broker's Prometheus endpoint
 // (the real rabbitmq_prometheus plugin): the same depths as the listing, one request per
@@ -67,7 +27,7 @@ func TestDepthsFromMetrics(t *testing.T) {
 	setup(t, r, other, map[string]int{"jobs": 7})
 	holdMessages(t, r, vhost, "jobs", "worker-1", 2)
 
-	var seen pathTransport
+	var seen recordingTransport
 	cfg := modes[0].config(r)
 	cfg.MetricsURLs = []string{r.PrometheusURL()}
 	rd := startReader(t, cfg, queue.Options{WrapTransport: seen.wrap})
@@ -227,7 +187,7 @@ func TestMetricsOfACluster(t *testing.T) {
 
 	// Every node's endpoint: both queues, one request per node and refresh.
 	cfg.MetricsURLs = []string{a.PrometheusURL(), b.PrometheusURL()}
-	var seen pathTransport
+	var seen recordingTransport
 	rd := startReader(t, cfg, queue.Options{WrapTransport: seen.wrap})
 	waitSnapshot(t, rd, onB, "the second node's queue", func(s queue.Snapshot, err error) bool {
 		return err == nil && s.Ready == 3
