@@ -3,10 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -28,7 +30,8 @@ import (
 // (and the conformance module) meet it: configured through the environment, against a real
 // broker and a real control plane; it must answer from both, then exit 0 on SIGTERM. The
 // depths come from the broker's Prometheus endpoint (HEADROOM_BROKER_<NAME>_METRICS_URL); the
-// end-to-end suite and the conformance module read the management API's listing.
+// end-to-end suite and the conformance module read the management API's listing. The
+// endpoint list names a second node that does not answer.
 func TestServeProcess(t *testing.T) {
 	labtest.Short(t, "Kubernetes control plane and RabbitMQ broker")
 	rmq, err := lab.StartRabbitMQ(t.Context(), lab.RabbitMQOptions{})
@@ -69,7 +72,7 @@ func TestServeProcess(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	ports := make([]int, 2)
+	ports := make([]int, 3)
 	for i := range ports {
 		if ports[i], err = lab.FreePort(); err != nil {
 			t.Fatal(err)
@@ -80,7 +83,9 @@ func TestServeProcess(t *testing.T) {
 	cmd.Env = append(os.Environ(),
 		"HEADROOM_GRPC_ADDR="+grpcAddr, "HEADROOM_HTTP_ADDR="+httpAddr, "HEADROOM_KUBECONFIG="+k.Kubeconfig,
 		"HEADROOM_BROKER=main="+rmq.ManagementURL(), "HEADROOM_BROKER_MAIN_USERNAME=guest", "HEADROOM_BROKER_MAIN_PASSWORD=guest",
-		"HEADROOM_BROKER_MAIN_METRICS_URL="+rmq.PrometheusURL(),
+		// A second node that does not answer (nothing listens on its port): the first
+		// node's queues still read, and the refreshes count as partial.
+		fmt.Sprintf("HEADROOM_BROKER_MAIN_METRICS_URL=%s,http://127.0.0.1:%d", rmq.PrometheusURL(), ports[2]),
 		"HEADROOM_REFRESH=250ms", "HEADROOM_LOG_LEVEL=debug")
 	p, err := lab.Start("scaler", cmd, filepath.Join(dir, "scaler.log"))
 	if err != nil {
@@ -131,6 +136,19 @@ func TestServeProcess(t *testing.T) {
 		return nil
 	}); err != nil {
 		t.Fatalf("%v\n%s", err, p.Tail(4000))
+	}
+
+	resp, err := http.Get("http://" + httpAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	exposition, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := regexp.MustCompile(`(?m)^headroom_broker_partial_reads_total\{broker="main"\} ([0-9]+)$`).FindSubmatch(exposition); m == nil || string(m[1]) == "0" {
+		t.Errorf("partial reads in /metrics: %q, want some (the second node does not answer)", m)
 	}
 
 	if err := syscall.Kill(p.PID(), syscall.SIGTERM); err != nil {
