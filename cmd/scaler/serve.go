@@ -121,6 +121,9 @@ func parseServe(args []string, stderr io.Writer, getenv func(string) string) (*s
 		if _, isList := f.Value.(*listFlag); isList {
 			values = strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' })
 		}
+		if f.Name == "broker-metrics" {
+			values = joinNodeURLs(values)
+		}
 		for _, x := range values {
 			if err := f.Value.Set(x); err != nil {
 				envErr = fmt.Errorf("%s=%q: %v: %w", envName(f.Name), queue.RedactURL(v), err, errUsage)
@@ -152,6 +155,23 @@ func parseServe(args []string, stderr io.Writer, getenv func(string) string) (*s
 		return nil, fmt.Errorf("%w: %w", err, errUsage)
 	}
 	return c, nil
+}
+
+// joinNodeURLs puts back together the entries of HEADROOM_BROKER_METRICS that its list
+// separators cut: a URL on its own is one more node of the entry before it, as in
+// "main=http://r-0:15692,http://r-1:15692 other=http://q:15692". A broker name never starts
+// with a scheme, so nothing else reads as one.
+func joinNodeURLs(values []string) []string {
+	var out []string
+	for _, v := range values {
+		l := strings.ToLower(v)
+		if n := len(out); n > 0 && (strings.HasPrefix(l, "http://") || strings.HasPrefix(l, "https://")) {
+			out[n-1] += "," + v
+			continue
+		}
+		out = append(out, v)
+	}
+	return out
 }
 
 // brokerMetrics reads the --broker-metrics entries, NAME=URL[,URL...] each (one URL per node

@@ -86,6 +86,17 @@ func TestParseServe(t *testing.T) {
 				}
 				return ""
 			}},
+		{name: "broker metrics of clusters from the environment", args: []string{"--broker", "a=http://x", "--broker", "b=http://y"},
+			env: map[string]string{"HEADROOM_BROKER_METRICS": "a=http://x-0:15692,http://x-1:15692 b=http://y-0:15692, HTTPS://y-1:15691"},
+			check: func(c *serveConfig) string {
+				if !slices.Equal(c.metricsURLs["a"], []string{"http://x-0:15692", "http://x-1:15692"}) ||
+					!slices.Equal(c.metricsURLs["b"], []string{"http://y-0:15692", "HTTPS://y-1:15691"}) {
+					return fmt.Sprintf("metrics %q", c.metricsURLs)
+				}
+				return ""
+			}},
+		{name: "broker metrics from the environment, a url first", args: []string{"--broker", "a=http://x"}, env: map[string]string{"HEADROOM_BROKER_METRICS": "http://x-0:15692"},
+			wantErr: "--broker-metrics http://x-0:15692: want NAME=URL"},
 		{name: "broker metrics of an unknown broker", args: []string{"--broker", "a=http://x", "--broker-metrics", "b=http://x:15692"}, wantErr: `--broker-metrics b=http://x:15692: no --broker named "b"`},
 		{name: "broker metrics twice", args: []string{"--broker", "a=http://x", "--broker-metrics", "a=http://x:1", "--broker-metrics", "a=http://x:2"}, wantErr: `broker "a" given twice`},
 		{name: "broker metrics without a url", args: []string{"--broker", "a=http://x", "--broker-metrics", "a"}, wantErr: "--broker-metrics a: want NAME=URL"},
