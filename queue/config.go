@@ -154,19 +154,16 @@ func (c BrokerConfig) parseMetricsURLs() ([]*url.URL, error) {
 	return out, nil
 }
 
-// metricsEndpoint is one of MetricsURLs without userinfo and without a trailing slash, and
-// its userinfo.
-type metricsEndpoint struct{ base, user, pwd string }
-
-// metricsEndpoints lists MetricsURLs as endpoints; none when one is invalid.
-func (c BrokerConfig) metricsEndpoints() []metricsEndpoint {
+// metricsEndpoints lists MetricsURLs as the Prometheus endpoints of the nodes: each URL
+// without userinfo and without a trailing slash, and its userinfo; none when one is invalid.
+func (c BrokerConfig) metricsEndpoints() []endpoint {
 	us, err := c.parseMetricsURLs()
 	if err != nil {
 		return nil
 	}
-	out := make([]metricsEndpoint, len(us))
+	out := make([]endpoint, len(us))
 	for i, u := range us {
-		out[i].base = bare(u)
+		out[i] = endpoint{base: bare(u), header: metricsHeader, hint: metricsHint}
 		if u.User != nil {
 			out[i].user = u.User.Username()
 			out[i].pwd, _ = u.User.Password()
@@ -180,15 +177,17 @@ func (c BrokerConfig) metricsEndpoints() []metricsEndpoint {
 func SplitURLs(list string) ([]string, error) {
 	parts := strings.Split(list, ",")
 	for i, p := range parts {
-		if parts[i] = strings.TrimSpace(p); parts[i] == "" {
-			shown := make([]string, len(parts))
-			for j, q := range strings.Split(list, ",") {
-				shown[j] = RedactURL(q)
-			}
-			return nil, fmt.Errorf("url list %q: entry %d is empty", strings.Join(shown, ","), i+1)
-		}
+		parts[i] = strings.TrimSpace(p)
 	}
-	return parts, nil
+	i := slices.Index(parts, "")
+	if i < 0 {
+		return parts, nil
+	}
+	shown := make([]string, len(parts))
+	for j, p := range parts {
+		shown[j] = RedactURL(p)
+	}
+	return nil, fmt.Errorf("url list %q: entry %d is empty", strings.Join(shown, ","), i+1)
 }
 
 func (c BrokerConfig) parseURL() (*url.URL, error) {

@@ -69,9 +69,7 @@ func newManagementSource(c BrokerConfig, o Options) (*managementSource, error) {
 		pageSize:  o.PageSize,
 		timeout:   o.Timeout,
 	}
-	for _, m := range c.metricsEndpoints() {
-		s.metrics = append(s.metrics, endpoint{base: m.base, user: m.user, pwd: m.pwd, header: metricsHeader, hint: metricsHint})
-	}
+	s.metrics = c.metricsEndpoints()
 	return s, nil
 }
 

@@ -38,7 +38,7 @@ type serveConfig struct {
 	grpcAddr, httpAddr     string
 	kubeconfig             string
 	brokers                listFlag
-	brokerMetrics          listFlag
+	brokerMetrics          nodeListFlag
 	metricsURLs            map[string][]string // brokerMetrics by broker name
 	credentialsFile        string
 	refresh, maxAge        time.Duration
@@ -60,6 +60,28 @@ func (l *listFlag) String() string { return strings.Join(*l, ",") }
 func (l *listFlag) Set(v string) error {
 	*l = append(*l, v)
 	return nil
+}
+func (l *listFlag) splitEnv(v string) []string {
+	return strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' })
+}
+
+// nodeListFlag is a listFlag of NAME=URL[,URL...] entries (--broker-metrics): in its
+// environment variable a URL on its own, after a separator, is one more node of the entry
+// before it, as in "main=http://r-0:15692,http://r-1:15692 other=http://q:15692". A broker
+// name never starts with a scheme, so nothing else reads as one.
+type nodeListFlag struct{ listFlag }
+
+func (l *nodeListFlag) splitEnv(v string) []string {
+	var out []string
+	for _, e := range l.listFlag.splitEnv(v) {
+		low := strings.ToLower(e)
+		if n := len(out); n > 0 && (strings.HasPrefix(low, "http://") || strings.HasPrefix(low, "https://")) {
+			out[n-1] += "," + e
+			continue
+		}
+		out = append(out, e)
+	}
+	return out
 }
 
 // envName is the environment variable of a flag: HEADROOM_ and the name upper-cased.
@@ -118,11 +140,8 @@ func parseServe(args []string, stderr io.Writer, getenv func(string) string) (*s
 			return
 		}
 		values := []string{v}
-		if _, isList := f.Value.(*listFlag); isList {
-			values = strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' })
-		}
-		if f.Name == "broker-metrics" {
-			values = joinNodeURLs(values)
+		if l, isList := f.Value.(interface{ splitEnv(string) []string }); isList {
+			values = l.splitEnv(v)
 		}
 		for _, x := range values {
 			if err := f.Value.Set(x); err != nil {
@@ -151,27 +170,10 @@ func parseServe(args []string, stderr io.Writer, getenv func(string) string) (*s
 		c.maxAge = 3 * c.refresh
 	}
 	var err error
-	if c.metricsURLs, err = brokerMetrics(c.brokers, c.brokerMetrics); err != nil {
+	if c.metricsURLs, err = brokerMetrics(c.brokers, c.brokerMetrics.listFlag); err != nil {
 		return nil, fmt.Errorf("%w: %w", err, errUsage)
 	}
 	return c, nil
-}
-
-// joinNodeURLs puts back together the entries of HEADROOM_BROKER_METRICS that its list
-// separators cut: a URL on its own is one more node of the entry before it, as in
-// "main=http://r-0:15692,http://r-1:15692 other=http://q:15692". A broker name never starts
-// with a scheme, so nothing else reads as one.
-func joinNodeURLs(values []string) []string {
-	var out []string
-	for _, v := range values {
-		l := strings.ToLower(v)
-		if n := len(out); n > 0 && (strings.HasPrefix(l, "http://") || strings.HasPrefix(l, "https://")) {
-			out[n-1] += "," + v
-			continue
-		}
-		out = append(out, v)
-	}
-	return out
 }
 
 // brokerMetrics reads the --broker-metrics entries, NAME=URL[,URL...] each (one URL per node

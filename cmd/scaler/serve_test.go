@@ -81,7 +81,7 @@ func TestParseServe(t *testing.T) {
 		{name: "broker metrics with an empty entry", args: []string{"--broker", "a=http://x", "--broker-metrics", "a=http://x-0:15692,"}, wantErr: `--broker-metrics a: url list "http://x-0:15692,": entry 2 is empty`},
 		{name: "broker metrics from the environment", args: []string{"--broker", "a=http://x"}, env: map[string]string{"HEADROOM_BROKER_METRICS": "a=http://x:15692"},
 			check: func(c *serveConfig) string {
-				if len(c.brokerMetrics) != 1 || c.brokerMetrics[0] != "a=http://x:15692" {
+				if len(c.brokerMetrics.listFlag) != 1 || c.brokerMetrics.listFlag[0] != "a=http://x:15692" {
 					return fmt.Sprintf("broker metrics %q", c.brokerMetrics)
 				}
 				return ""
