@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -108,14 +109,16 @@ func TestBusyHoldsScaleDown(t *testing.T) {
 			}
 			time.Sleep(50 * time.Millisecond) // no extra patch may follow
 			if tc.wantBefore != 0 {
-				// The patches reach the cache, as the informer would deliver them.
-				for i := range pods {
-					if _, ok := rec.get("ns/" + pods[i].Name); ok {
+				// The patches reach the cache, as the informer would deliver them: in new
+				// objects (the planner may still be reading the old ones).
+				patched := slices.Clone(pods)
+				for i := range patched {
+					if _, ok := rec.get("ns/" + patched[i].Name); ok {
 						c2 := int32(2)
-						pods[i].DeletionCost = &c2
+						patched[i].DeletionCost = &c2
 					}
 				}
-				c.set("w", server.Workload{Current: 6, Ready: 6, Fit: 10, Kind: tc.kind, Pods: pods})
+				c.set("w", server.Workload{Current: 6, Ready: 6, Fit: 10, Kind: tc.kind, Pods: patched})
 				srv.PlanNow()
 				if got := metric(); got != tc.wantValue {
 					t.Errorf("GetMetrics once the costs are in the cache = %v, want %v", got, tc.wantValue)
