@@ -23,8 +23,8 @@ deps: ## Install what the tests need: Debian packages, pinned Go tools, cached c
 	scripts/deps.sh
 
 .PHONY: test
-test: deps lint proto-check ## Everything CI runs: deps, lint, generated code, every test against real components.
-	HEADROOM_REAL=1 $(GO) test -count=1 -timeout 30m $$($(GO) list ./... | grep -v '/e2e$$')
+test: deps lint proto-check ## Everything CI runs: deps, lint, generated code, every test against real components (package tests under the race detector).
+	HEADROOM_REAL=1 $(GO) test -race -count=1 -timeout 30m $$($(GO) list ./... | grep -v '/e2e$$')
 	$(MAKE) --no-print-directory e2e-run conformance-run
 
 .PHONY: demo
