@@ -2,7 +2,10 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"testing"
@@ -13,7 +16,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
+	"github.com/headroom-autoscaler/headroom/internal/lab"
 	pb "github.com/headroom-autoscaler/headroom/proto"
+	"github.com/headroom-autoscaler/headroom/server"
 )
 
 // The nodes are DefaultNodes: 2 × 4 CPU. A worker requesting 1 CPU fits 8 times.
@@ -156,6 +161,48 @@ func TestCompetingScaledObjectsShareByWeight(t *testing.T) {
 	if h+l != fitOneCPU || h < 5 || h > 7 || l < 1 || l > 3 {
 		t.Errorf("settled at heavy %d, light %d: want all %d pods placed, about 6 and 2 (weights 3:1)\n%s", h, l, fitOneCPU, rec.dump())
 	}
+
+	// Every replica's decisions page shows the answers the targets settled at, and why: the
+	// room used up, the queues needing 20 each.
+	want := fmt.Sprintf("heavy=%d capacity need 20, light=%d capacity need 20", h, l)
+	for _, sc := range s.Scalers {
+		var got string
+		err := lab.WaitFor(t.Context(), "decisions page of "+sc.HTTPAddr, 15*time.Second, 200*time.Millisecond, func(ctx context.Context) error {
+			d, err := decisions(ctx, sc.HTTPAddr, ns)
+			if err != nil {
+				return err
+			}
+			var parts []string
+			for _, a := range d.Decisions {
+				parts = append(parts, fmt.Sprintf("%s=%d %s need %d", a.ScaledObject, a.Replicas, a.Limit, a.Need))
+			}
+			if got = strings.Join(parts, ", "); got != want {
+				return fmt.Errorf("decisions %q, want %q", got, want)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+// decisions reads a scaler replica's decisions page for namespace ns.
+func decisions(ctx context.Context, httpAddr, ns string) (server.Decisions, error) {
+	var d server.Decisions
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+httpAddr+"/decisions?format=json&namespace="+url.QueryEscape(ns), nil)
+	if err != nil {
+		return d, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return d, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return d, fmt.Errorf("/decisions: %s", resp.Status)
+	}
+	return d, json.NewDecoder(resp.Body).Decode(&d)
 }
 
 // Scenario 5: busy workers survive scale-down. Half of the workers hold long messages when

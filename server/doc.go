@@ -45,6 +45,12 @@
 // one goroutine behind a client-side token bucket (Options.PatchQPS, PatchBurst); the
 // planner hands it the wanted state and never waits.
 //
+// Explanations: every decision's sentence (scaler.Decision.Explain, with what fits in the
+// cluster when a share of the room limited it) goes to the debug log when the decision
+// changes and to a Kubernetes Event when its limiting factor changes; Decisions and
+// DecisionsHandler (the /decisions page) show the latest plan, one line per trigger, with
+// the error KEDA gets for a trigger without a decision.
+//
 // Invariants:
 //   - A call never waits on the broker or the API server, except the first call for a queue
 //     nobody asked about yet, which waits (at most Options.FirstReadWait) for its first read.

@@ -501,14 +501,14 @@ func (p *planner) observe(pl *plan, now time.Time) {
 			l.dec.Waited = l.dec.Waited.Truncate(time.Second)
 			if l != o.logged && s.log.Enabled(context.Background(), slog.LevelDebug) {
 				o.logged = l
-				explain = d.Explain()
+				explain = e.explain()
 				s.log.Debug("decision", "namespace", k.namespace, "scaledobject", k.name,
 					"replicas", d.Replicas, "limit", string(d.Limit), "need", d.Need, "current", d.Current,
 					"ready", d.Ready, "pending", d.Pending, "fit", e.workload.Fit, "share", e.share,
 					"depth", d.Depth, "explain", explain)
 			}
 			if o.seen && o.limit != limit && explain == "" {
-				explain = d.Explain() // for the event
+				explain = e.explain() // for the event
 			}
 		}
 		c := o.decisions[limit]
@@ -545,10 +545,7 @@ func (p *planner) publish(next *plan) {
 // It returns a gRPC status error when there is no decision to make.
 func (s *Server) gather(ctx context.Context, e *entry, o *observation, now time.Time) (scaler.Input, scaler.Policy, error) {
 	cfg, so := e.cfg, e.so
-	ref := so.Target
-	if cfg.TargetKind != "" {
-		ref = TargetRef{Namespace: so.Namespace, Kind: cfg.TargetKind, Name: cfg.TargetName}
-	}
+	ref := targetOf(cfg, so)
 	pol := cfg.Policy
 	if !cfg.MaxSet {
 		pol.MaxReplicas = so.MaxReplicas // 0 takes KEDA's default, as in Decide
@@ -604,6 +601,25 @@ func (s *Server) gather(ctx context.Context, e *entry, o *observation, now time.
 		in.Removable, in.RemovableKnown = removable(w.Pods, e.busy), true
 	}
 	return in, pol, nil
+}
+
+// explain is the decision's sentence, and when the room that limited it is a share of the
+// free room, what fits in the cluster: the decision counts only its share as what fits.
+func (e *entry) explain() string {
+	x := e.dec.Explain()
+	if e.dec.Limit == scaler.LimitCapacity && e.share < e.workload.Fit {
+		x += fmt.Sprintf(" (%d fit in the cluster; the rest is the share of other ScaledObjects that want more)", e.workload.Fit)
+	}
+	return x
+}
+
+// targetOf is the scale target a trigger's workers run in: the ScaledObject's, unless the
+// metadata names another.
+func targetOf(cfg *Config, so ScaledObject) TargetRef {
+	if cfg.TargetKind != "" {
+		return TargetRef{Namespace: so.Namespace, Kind: cfg.TargetKind, Name: cfg.TargetName}
+	}
+	return so.Target
 }
 
 // busyOf maps the queue's consumers to the target's pods. It never waits: the first call
