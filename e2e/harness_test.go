@@ -33,10 +33,23 @@ type runner struct{ m *testing.M }
 func (r runner) Run() int {
 	code := r.m.Run()
 	shared.mu.Lock()
-	if shared.stack != nil {
-		shared.stack.Stop()
+	defer shared.mu.Unlock()
+	if s := shared.stack; s != nil {
+		// The scalers stop first, so that a race in their shutdown is in the logs too.
+		for _, sc := range s.Scalers {
+			sc.Stop()
+		}
+		races, err := s.Races()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "e2e: read the scalers' logs for races: %v\n", err)
+			code = 1
+		}
+		for _, r := range races {
+			fmt.Fprintf(os.Stderr, "e2e: the race detector reported, in %s\n", r)
+			code = 1
+		}
+		s.Stop()
 	}
-	shared.mu.Unlock()
 	return code
 }
 
@@ -57,7 +70,9 @@ func stackFor(t *testing.T) *Stack {
 	shared.once.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 		defer cancel()
-		opts := StackOptions{KEDA: true, ScalerReplicas: 2}
+		// The scalers run under the race detector: the suite is where their goroutines
+		// (planner, broker refreshes, informers, streams, patches) meet real KEDA traffic.
+		opts := StackOptions{KEDA: true, ScalerReplicas: 2, Race: true}
 		if testing.Verbose() {
 			opts.Progress = os.Stderr
 		}

@@ -66,6 +66,9 @@ type StackOptions struct {
 	// BrokerStatsDefaults runs the broker with RabbitMQ's own statistics settings
 	// (lab.RabbitMQOptions.StatsDefaults) instead of the harness's fast ones.
 	BrokerStatsDefaults bool
+	// Race builds the scaler with the race detector (when ScalerBinary is ""); Races then
+	// reports what it found.
+	Race bool
 	// Progress receives one line per step with the time it took; nil discards.
 	Progress io.Writer
 }
@@ -168,7 +171,11 @@ func StartStack(ctx context.Context, opts StackOptions) (s *Stack, err error) {
 	bin := opts.ScalerBinary
 	if bin == "" {
 		bin = filepath.Join(s.Dir, "scaler")
-		if err := step("build the scaler (go build ./cmd/scaler)", func() error { return BuildScaler(ctx, bin) }); err != nil {
+		what := "build the scaler (go build ./cmd/scaler)"
+		if opts.Race {
+			what = "build the scaler (go build -race ./cmd/scaler)"
+		}
+		if err := step(what, func() error { return BuildScaler(ctx, bin, opts.Race) }); err != nil {
 			return nil, err
 		}
 	}
@@ -316,6 +323,34 @@ func (sc *Scaler) Stop() {
 	}
 }
 
+// Races returns the race detector's reports in the scalers' logs (a scaler built with
+// StackOptions.Race writes one to its standard error for each race it sees), each with the
+// log it is in.
+func (s *Stack) Races() ([]string, error) {
+	const mark = "WARNING: DATA RACE"
+	var out []string
+	for _, sc := range s.Scalers {
+		b, err := os.ReadFile(sc.log)
+		if err != nil {
+			return out, err
+		}
+		for rest := string(b); ; {
+			i := strings.Index(rest, mark)
+			if i < 0 {
+				break
+			}
+			rest = rest[i:]
+			end := strings.Index(rest[len(mark):], "==================")
+			if end < 0 {
+				end = len(rest) - len(mark)
+			}
+			out = append(out, sc.log+":\n"+rest[:len(mark)+end])
+			rest = rest[len(mark)+end:]
+		}
+	}
+	return out, nil
+}
+
 // Log is the path of the scaler's log file.
 func (sc *Scaler) Log() string { return sc.log }
 
@@ -357,13 +392,18 @@ func (s *Stack) Stop() {
 	})
 }
 
-// BuildScaler builds this module's ./cmd/scaler into out with the go tool.
-func BuildScaler(ctx context.Context, out string) error {
+// BuildScaler builds this module's ./cmd/scaler into out with the go tool, with the race
+// detector when race is set.
+func BuildScaler(ctx context.Context, out string, race bool) error {
 	root, err := ModuleRoot()
 	if err != nil {
 		return err
 	}
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./cmd/scaler")
+	args := []string{"build", "-o", out}
+	if race {
+		args = append(args, "-race")
+	}
+	cmd := exec.CommandContext(ctx, "go", append(args, "./cmd/scaler")...)
 	cmd.Dir = root
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("build scaler: %w\n%s", err, b)

@@ -14,6 +14,7 @@ import (
 func TestStartStackFailureCleansUp(t *testing.T) {
 	tmp := t.TempDir()
 	t.Setenv("TMPDIR", tmp)
+	t.Setenv("HEADROOM_KEEP_LAB", "") // a kept lab is what this test looks for
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel() // every component's start fails at once
 	s, err := StartStack(ctx, StackOptions{ScalerBinary: filepath.Join(tmp, "no-such-scaler")})
@@ -84,5 +85,43 @@ func TestScalerCommandEnvAndCPUs(t *testing.T) {
 				t.Errorf("cpus %q env %q: output %q lacks %q", tc.cpus, tc.env, out, w)
 			}
 		}
+	}
+}
+
+// Races finds each report the race detector wrote into a scaler's log, whole, and nothing in
+// a clean log.
+func TestRacesFindsReports(t *testing.T) {
+	dir := t.TempDir()
+	report := func(addr string) string {
+		return "==================\nWARNING: DATA RACE\nWrite at " + addr + " by goroutine 7:\n  main.f()\n      /src/f.go:10 +0x44\n\nPrevious read at " + addr + " by goroutine 6:\n  main.g()\n      /src/g.go:20 +0x3c\n==================\n"
+	}
+	logs := map[string]string{
+		"clean.log": `{"level":"INFO","msg":"serving"}` + "\n" + `{"level":"INFO","msg":"stopped"}` + "\n",
+		"racy.log":  `{"level":"INFO","msg":"serving"}` + "\n" + report("0x00c000012345") + `{"level":"INFO","msg":"planned"}` + "\n" + report("0x00c000054321") + "Found 2 data race(s)\n",
+	}
+	s := &Stack{}
+	for name, body := range logs {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		s.Scalers = append(s.Scalers, &Scaler{log: p})
+	}
+	races, err := s.Races()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(races) != 2 {
+		t.Fatalf("%d reports, want 2: %q", len(races), races)
+	}
+	for i, addr := range []string{"0x00c000012345", "0x00c000054321"} {
+		r := races[i]
+		if !strings.HasPrefix(r, filepath.Join(dir, "racy.log")+":") || !strings.Contains(r, "Write at "+addr) || !strings.Contains(r, "/src/g.go:20") || strings.Contains(r, "planned") {
+			t.Errorf("report %d = %q, want the racy log's report at %s alone", i, r, addr)
+		}
+	}
+	s.Scalers[1].log = filepath.Join(dir, "missing.log")
+	if _, err := s.Races(); err == nil {
+		t.Error("Races with a log that does not exist: no error")
 	}
 }
