@@ -39,9 +39,12 @@ type ScaledObject struct {
 
 // Trigger is one entry of spec.triggers.
 type Trigger struct {
-	Type     string
-	Name     string
-	Metadata map[string]string
+	Type string
+	Name string
+	// MetricType is the trigger's metricType as written ("" when unset: KEDA's default,
+	// AverageValue).
+	MetricType string
+	Metadata   map[string]string
 }
 
 // TriggersFor returns the triggers of s through which KEDA calls a scaler at one of
@@ -52,15 +55,23 @@ func (s ScaledObject) TriggersFor(addresses []string) []Trigger {
 		if t.Type != TriggerExternal && t.Type != TriggerExternalPush {
 			continue
 		}
-		got := strings.TrimSpace(t.Metadata["scalerAddress"])
-		for _, a := range addresses {
-			if got != "" && strings.EqualFold(got, strings.TrimSpace(a)) {
-				out = append(out, t)
-				break
-			}
+		if AddressIn(t.Metadata["scalerAddress"], addresses) {
+			out = append(out, t)
 		}
 	}
 	return out
+}
+
+// AddressIn reports whether the scalerAddress addr is one of addresses (case and surrounding
+// spaces aside); an empty addr is none.
+func AddressIn(addr string, addresses []string) bool {
+	addr = strings.TrimSpace(addr)
+	for _, a := range addresses {
+		if addr != "" && strings.EqualFold(addr, strings.TrimSpace(a)) {
+			return true
+		}
+	}
+	return false
 }
 
 // ScaledObjects returns every ScaledObject in the cache, sorted by namespace and name.
@@ -92,7 +103,7 @@ func (c *Cluster) ScaledObjects() []ScaledObject {
 		k := soKey{u.GetNamespace(), u.GetName()}
 		p, ok := c.soParsed[k]
 		if !ok || p.resourceVersion != u.GetResourceVersion() {
-			p = parsedScaledObject{resourceVersion: u.GetResourceVersion(), so: parseScaledObject(u)}
+			p = parsedScaledObject{resourceVersion: u.GetResourceVersion(), so: ParseScaledObject(u)}
 		}
 		parsed[k] = p
 		out = append(out, p.so)
@@ -141,7 +152,9 @@ func (c *Cluster) ScaledObjectsFor() []ScaledObject {
 	return out
 }
 
-func parseScaledObject(u *unstructured.Unstructured) ScaledObject {
+// ParseScaledObject reads what the scaler needs of a ScaledObject, as the cache does (also
+// for checking manifests offline).
+func ParseScaledObject(u *unstructured.Unstructured) ScaledObject {
 	so := ScaledObject{Namespace: u.GetNamespace(), Name: u.GetName(), UID: string(u.GetUID()), MaxReplicas: DefaultMaxReplicas}
 	ref, _, _ := unstructured.NestedMap(u.Object, "spec", "scaleTargetRef")
 	so.Target = TargetRef{
@@ -169,7 +182,7 @@ func parseScaledObject(u *unstructured.Unstructured) ScaledObject {
 		if !ok {
 			continue
 		}
-		tr := Trigger{Type: str(m["type"]), Name: str(m["name"]), Metadata: map[string]string{}}
+		tr := Trigger{Type: str(m["type"]), Name: str(m["name"]), MetricType: str(m["metricType"]), Metadata: map[string]string{}}
 		if md, ok := m["metadata"].(map[string]any); ok {
 			for k, v := range md {
 				tr.Metadata[k] = str(v)

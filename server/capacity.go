@@ -80,19 +80,8 @@ func (c *Capacity) convert(so capacity.ScaledObject) (ScaledObject, bool) {
 		Target:      TargetRef{Namespace: so.Target.Namespace, Kind: so.Target.Kind, Name: so.Target.Name, APIVersion: so.Target.APIVersion},
 		MaxReplicas: so.MaxReplicas,
 	}
-	var trig []capacity.Trigger
-	if len(c.Addresses) > 0 {
-		trig = so.TriggersFor(c.Addresses)
-	} else {
-		for _, t := range so.Triggers {
-			if (t.Type == capacity.TriggerExternal || t.Type == capacity.TriggerExternalPush) &&
-				(t.Metadata[KeyQueue] != "" || t.Metadata[KeyQueuePattern] != "") {
-				trig = append(trig, t)
-			}
-		}
-	}
-	for _, t := range trig {
-		out.Triggers = append(out.Triggers, t.Metadata)
+	for _, i := range servedTriggers(so, c.Addresses) {
+		out.Triggers = append(out.Triggers, so.Triggers[i].Metadata)
 	}
 	return out, len(out.Triggers) > 0
 }
@@ -192,6 +181,26 @@ func (c *Capacity) NodesFree() []NodeFree {
 	for _, n := range nodes {
 		f := n.Free(capacity.Resources{})
 		out = append(out, NodeFree{Node: n.Name, MilliCPU: f.MilliCPU, Memory: f.Memory, Pods: f.Pods})
+	}
+	return out
+}
+
+// servedTriggers returns the indices of so's triggers that point at this scaler: with
+// addresses, the external triggers whose scalerAddress is one of them; without, every external
+// or external-push trigger whose metadata names a queue.
+func servedTriggers(so capacity.ScaledObject, addresses []string) []int {
+	var out []int
+	for i, t := range so.Triggers {
+		if t.Type != capacity.TriggerExternal && t.Type != capacity.TriggerExternalPush {
+			continue
+		}
+		if len(addresses) > 0 {
+			if capacity.AddressIn(t.Metadata["scalerAddress"], addresses) {
+				out = append(out, i)
+			}
+		} else if t.Metadata[KeyQueue] != "" || t.Metadata[KeyQueuePattern] != "" {
+			out = append(out, i)
+		}
 	}
 	return out
 }

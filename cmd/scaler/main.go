@@ -1,5 +1,6 @@
 // Command scaler is headroom's one binary: `scaler serve` runs the KEDA external scaler,
-// `scaler simulate` replays traces through the same decision code.
+// `scaler simulate` replays traces through the same decision code, `scaler check` checks
+// ScaledObject manifests offline.
 package main
 
 import (
@@ -34,6 +35,7 @@ const usage = `Usage: scaler <command> [flags]
 Commands:
   serve      run the KEDA external scaler (gRPC for KEDA, HTTP for /metrics and probes)
   simulate   replay arrival traces through the decision code and score policies
+  check      check ScaledObject manifests against what the scaler and the HPA will make of them
   version    print the version
 
 Run 'scaler <command> --help' for the flags of a command.
@@ -98,6 +100,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runServe(ctx, args[1:], stdout, stderr)
 	case "simulate":
 		return runSimulate(ctx, args[1:], stdout, stderr)
+	case "check":
+		return runCheck(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintf(stdout, "scaler %s %s\n", buildVersion(), runtime.Version())
 		return nil
