@@ -7,7 +7,9 @@ import (
 	"strings"
 	"time"
 
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/tools/cache"
 )
@@ -35,6 +37,11 @@ type ScaledObject struct {
 	// MaxReplicas is spec.maxReplicaCount, DefaultMaxReplicas when unset.
 	MaxReplicas int32
 	Triggers    []Trigger
+	// Behavior is spec.advanced.horizontalPodAutoscalerConfig.behavior, which KEDA copies
+	// into the HPA; nil when unset. BehaviorErr says why it could not be read (Behavior is
+	// then nil).
+	Behavior    *autoscalingv2.HorizontalPodAutoscalerBehavior
+	BehaviorErr string
 }
 
 // Trigger is one entry of spec.triggers.
@@ -175,6 +182,14 @@ func ParseScaledObject(u *unstructured.Unstructured) ScaledObject {
 	}
 	if v, ok, _ := unstructured.NestedInt64(u.Object, "spec", "maxReplicaCount"); ok {
 		so.MaxReplicas = int32(v)
+	}
+	if b, ok, err := unstructured.NestedMap(u.Object, "spec", "advanced", "horizontalPodAutoscalerConfig", "behavior"); err != nil {
+		so.BehaviorErr = err.Error()
+	} else if ok {
+		so.Behavior = new(autoscalingv2.HorizontalPodAutoscalerBehavior)
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(b, so.Behavior); err != nil {
+			so.Behavior, so.BehaviorErr = nil, err.Error()
+		}
 	}
 	triggers, _, _ := unstructured.NestedSlice(u.Object, "spec", "triggers")
 	for _, t := range triggers {

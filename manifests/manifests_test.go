@@ -20,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 
+	"github.com/headroom-autoscaler/headroom/capacity"
 	"github.com/headroom-autoscaler/headroom/internal/dashcheck"
 	"github.com/headroom-autoscaler/headroom/internal/lab"
 	"github.com/headroom-autoscaler/headroom/internal/lab/labtest"
@@ -362,7 +363,7 @@ func TestExampleScaledObjects(t *testing.T) {
 			}
 			// What the HPA makes of the answer (metricType, behavior) and the metadata: the
 			// checks of `scaler check`, which operators run on their own ScaledObjects.
-			findings, served := server.CheckScaledObject(as[unstructured.Unstructured](t, find(t, objs, "ScaledObject", name)),
+			findings, served := server.CheckScaledObject(capacity.ParseScaledObject(as[unstructured.Unstructured](t, find(t, objs, "ScaledObject", name))),
 				server.CheckOptions{Brokers: brokers, Addresses: []string{wantAddress}})
 			if served != 1 || len(findings) > 0 {
 				t.Errorf("scaler check: %d triggers pointing at the scaler, findings %q; want 1 and none", served, findings)

@@ -80,8 +80,12 @@ func (c *Capacity) convert(so capacity.ScaledObject) (ScaledObject, bool) {
 		Target:      TargetRef{Namespace: so.Target.Namespace, Kind: so.Target.Kind, Name: so.Target.Name, APIVersion: so.Target.APIVersion},
 		MaxReplicas: so.MaxReplicas,
 	}
-	for _, i := range servedTriggers(so, c.Addresses) {
+	idx := servedTriggers(so, c.Addresses)
+	for _, i := range idx {
 		out.Triggers = append(out.Triggers, so.Triggers[i].Metadata)
+	}
+	if len(idx) > 0 {
+		out.Warnings = HPAFindings(so, idx)
 	}
 	return out, len(out.Triggers) > 0
 }

@@ -3,9 +3,9 @@ package server
 import (
 	"errors"
 	"fmt"
+	"slices"
 
-	"k8s.io/apimachinery/pkg/api/resource"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
 
 	"github.com/headroom-autoscaler/headroom/capacity"
 )
@@ -38,22 +38,15 @@ type CheckOptions struct {
 }
 
 // CheckScaledObject checks, without a cluster, what the scaler and the HPA will make of a
-// ScaledObject: the metadata of each trigger that points at this scaler (as the scaler
-// parses it), and the fields that decide whether the HPA runs the answer as it is: the
-// trigger's metricType, the other triggers, and the HPA behavior. served is how many
+// ScaledObject (as capacity.ParseScaledObject reads it): the metadata of each trigger that
+// points at this scaler, as the scaler parses it, and HPAFindings. served is how many
 // triggers point at this scaler; with none there are no findings.
-func CheckScaledObject(u *unstructured.Unstructured, o CheckOptions) (findings []Finding, served int) {
-	so := capacity.ParseScaledObject(u)
+func CheckScaledObject(so capacity.ScaledObject, o CheckOptions) (findings []Finding, served int) {
 	idx := servedTriggers(so, o.Addresses)
 	if len(idx) == 0 {
 		return nil, 0
 	}
-	add := func(isErr bool, field, format string, args ...any) {
-		findings = append(findings, Finding{Field: field, Error: isErr, Message: fmt.Sprintf(format, args...)})
-	}
-	ours := map[int]bool{}
 	for _, i := range idx {
-		ours[i] = true
 		t := so.Triggers[i]
 		at := fmt.Sprintf("spec.triggers[%d]", i)
 		brokers := o.Brokers
@@ -66,10 +59,30 @@ func CheckScaledObject(u *unstructured.Unstructured, o CheckOptions) (findings [
 			if errors.As(err, &ie) && ie.Key != "policy" {
 				field += "." + ie.Key
 			}
-			add(true, field, "%v", err)
+			findings = append(findings, Finding{Field: field, Error: true, Message: err.Error()})
 		}
 		if t.Metadata["scalerAddress"] == "" {
-			add(true, at+".metadata.scalerAddress", "not set: KEDA cannot reach the scaler")
+			findings = append(findings, Finding{Field: at + ".metadata.scalerAddress", Error: true, Message: "not set: KEDA cannot reach the scaler"})
+		}
+	}
+	return append(findings, HPAFindings(so, idx)...), len(idx)
+}
+
+// HPAFindings lists what keeps the HPA from running the answer of the triggers ours (indices
+// into so.Triggers) as it is: their metricType, other triggers beside them, and the HPA
+// behavior (stabilization windows, the tolerance band, rate policies smaller than
+// maxReplicaCount). The scaler serves them on its decisions page, from the cluster's
+// ScaledObjects, so that a replica count that lags the answer has its reason shown.
+func HPAFindings(so capacity.ScaledObject, ours []int) []Finding {
+	var out []Finding
+	add := func(isErr bool, field, format string, args ...any) {
+		out = append(out, Finding{Field: field, Error: isErr, Message: fmt.Sprintf(format, args...)})
+	}
+	for i, t := range so.Triggers {
+		at := fmt.Sprintf("spec.triggers[%d]", i)
+		if !slices.Contains(ours, i) {
+			add(false, at, "a %s trigger beside headroom's: the HPA runs the largest count of all triggers, which can be more than the cluster fits (Pending pods) or take busy workers down", t.Type)
+			continue
 		}
 		if t.MetricType != "" && t.MetricType != "AverageValue" {
 			add(true, at+".metricType", "%q: want AverageValue (or unset): the target is 1 per replica, so the HPA runs the answer; with %s it runs something else (with Value, the current count times the answer)", t.MetricType, t.MetricType)
@@ -78,69 +91,58 @@ func CheckScaledObject(u *unstructured.Unstructured, o CheckOptions) (findings [
 			add(false, at+".type", "external: a scale from zero waits for KEDA's next poll (pollingInterval); external-push starts the first worker within one broker refresh")
 		}
 	}
-	for i, t := range so.Triggers {
-		if !ours[i] {
-			add(false, fmt.Sprintf("spec.triggers[%d]", i), "a %s trigger beside headroom's: the HPA runs the largest count of all triggers, which can be more than the cluster fits (Pending pods) or take busy workers down", t.Type)
-		}
-	}
-	findings = append(findings, checkBehavior(u, so.MaxReplicas)...)
-	return findings, len(idx)
-}
-
-// checkBehavior warns where the HPA's behavior keeps the replica count from the answer:
-// stabilization windows, a tolerance band, or rate policies smaller than maxReplicaCount.
-func checkBehavior(u *unstructured.Unstructured, maxReplicas int32) []Finding {
-	var out []Finding
-	warn := func(field, format string, args ...any) {
-		out = append(out, Finding{Field: field, Message: fmt.Sprintf(format, args...)})
-	}
 	const at = "spec.advanced.horizontalPodAutoscalerConfig.behavior"
-	b, ok, _ := unstructured.NestedMap(u.Object, "spec", "advanced", "horizontalPodAutoscalerConfig", "behavior")
-	if !ok {
-		warn(at, "not set: the HPA grows to at most max(2 × current, 4) replicas per 15 s, holds a scale-down for 300 s and ignores changes within 10%%, so the replica count lags the answer")
+	b := so.Behavior
+	switch {
+	case so.BehaviorErr != "":
+		add(true, at, "unreadable: %s", so.BehaviorErr)
+		return out
+	case b == nil:
+		add(false, at, "not set: the HPA grows to at most max(2 × current, 4) replicas per 15 s, holds a scale-down for 300 s and ignores changes within 10%%, so the replica count lags the answer")
 		return out
 	}
 	for _, dir := range []struct {
-		name       string
-		window     int64 // the HPA's default stabilization window
-		consequent string
+		name   string
+		rules  *autoscalingv2.HPAScalingRules
+		window int32  // the HPA's default stabilization window
+		keeps  string // which answer of the window the HPA keeps
+		unset  string
 	}{
-		{"scaleUp", 0, "the HPA grows to at most max(2 × current, 4) replicas per 15 s"},
-		{"scaleDown", 300, "the HPA removes pods only at its default rate"},
+		{"scaleUp", b.ScaleUp, 0, "lowest", "not set: the HPA grows to at most max(2 × current, 4) replicas per 15 s"},
+		{"scaleDown", b.ScaleDown, 300, "highest", "not set: the HPA holds a scale-down for 300 s after the answer drops"},
 	} {
 		field := at + "." + dir.name
-		r, ok := b[dir.name].(map[string]any)
-		if !ok {
-			if dir.window != 0 {
-				warn(field, "not set: the HPA holds a scale-down for %d s after the answer drops", dir.window)
-			} else {
-				warn(field, "not set: %s", dir.consequent)
-			}
+		r := dir.rules
+		if r == nil {
+			add(false, field, "%s", dir.unset)
 			continue
 		}
-		w, set, _ := unstructured.NestedInt64(r, "stabilizationWindowSeconds")
-		if !set {
-			w = dir.window
+		w := dir.window
+		if r.StabilizationWindowSeconds != nil {
+			w = *r.StabilizationWindowSeconds
 		}
 		if w != 0 {
-			warn(field+".stabilizationWindowSeconds", "%d s: the HPA keeps the %s answer of the last %d s; 0 runs each answer when it comes", w, map[string]string{"scaleUp": "lowest", "scaleDown": "highest"}[dir.name], w)
+			add(false, field+".stabilizationWindowSeconds", "%d s: the HPA keeps the %s answer of the last %d s; 0 runs each answer when it comes", w, dir.keeps, w)
 		}
-		if tol, set := r["tolerance"]; !set {
-			warn(field+".tolerance", "not set: the HPA ignores changes within 10%% of the current count; \"0\" (Kubernetes >= 1.33) runs every answer")
-		} else if q, err := resource.ParseQuantity(fmt.Sprint(tol)); err != nil || !q.IsZero() {
-			warn(field+".tolerance", "%v: the HPA ignores changes within that fraction of the current count; \"0\" runs every answer", tol)
+		switch {
+		case r.Tolerance == nil:
+			add(false, field+".tolerance", "not set: the HPA ignores changes within 10%% of the current count; \"0\" (Kubernetes >= 1.33) runs every answer")
+		case !r.Tolerance.IsZero():
+			add(false, field+".tolerance", "%g: the HPA ignores changes within that fraction of the current count; \"0\" runs every answer", r.Tolerance.AsApproximateFloat64())
 		}
-		sel, _, _ := unstructured.NestedString(r, "selectPolicy")
-		if sel == "Disabled" {
-			warn(field+".selectPolicy", "Disabled: the HPA never takes this direction, whatever the answer")
+		sel := autoscalingv2.MaxChangePolicySelect
+		if r.SelectPolicy != nil {
+			sel = *r.SelectPolicy
+		}
+		if sel == autoscalingv2.DisabledPolicySelect {
+			add(false, field+".selectPolicy", "Disabled: the HPA never takes this direction, whatever the answer")
 			continue
 		}
-		policies, _, _ := unstructured.NestedSlice(r, "policies")
-		if len(policies) == 0 {
+		if len(r.Policies) == 0 {
 			continue // the HPA's defaults: Pods 4 and Percent 100 up, Percent 100 down, per 15 s
 		}
-		if allowed := podsAllowed(policies, sel == "Min"); allowed < int64(maxReplicas) {
-			warn(field+".policies", "allow %s per period, less than maxReplicaCount (%d): a larger step is cut; a Pods policy of at least %d (selectPolicy Max) runs every answer", describeAllowance(allowed), maxReplicas, maxReplicas)
+		if allowed := podsAllowed(r.Policies, sel == autoscalingv2.MinChangePolicySelect); allowed < so.MaxReplicas {
+			add(false, field+".policies", "allow %s per period, less than maxReplicaCount (%d): a larger step is cut; a Pods policy of at least %d (selectPolicy Max) runs every answer", describeAllowance(allowed), so.MaxReplicas, so.MaxReplicas)
 		}
 	}
 	return out
@@ -151,13 +153,12 @@ func checkBehavior(u *unstructured.Unstructured, maxReplicas int32) []Finding {
 // current count, is counted as allowing none (it allows none from zero). With min, the
 // policies' smallest allowance applies (selectPolicy Min), else the largest (Max, the
 // default).
-func podsAllowed(policies []any, min bool) int64 {
-	var allowed int64 = -1
+func podsAllowed(policies []autoscalingv2.HPAScalingPolicy, min bool) int32 {
+	var allowed int32 = -1
 	for _, p := range policies {
-		m, _ := p.(map[string]any)
-		var n int64
-		if typ, _, _ := unstructured.NestedString(m, "type"); typ == "Pods" {
-			n, _, _ = unstructured.NestedInt64(m, "value")
+		var n int32
+		if p.Type == autoscalingv2.PodsScalingPolicy {
+			n = p.Value
 		}
 		switch {
 		case allowed < 0:
@@ -169,7 +170,7 @@ func podsAllowed(policies []any, min bool) int64 {
 	return max(allowed, 0)
 }
 
-func describeAllowance(n int64) string {
+func describeAllowance(n int32) string {
 	if n == 0 {
 		return "only a percentage of the current count"
 	}

@@ -50,6 +50,8 @@ type ScaledObject struct {
 	MaxReplicas int32
 	// Triggers holds the metadata of each of its triggers that point at this scaler.
 	Triggers []map[string]string
+	// Warnings are what keeps the HPA from running the answer as it is (HPAFindings).
+	Warnings []Finding
 }
 
 // Workload is the state of a scale target and how many more of its workers fit.

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc/status"
+
+	"github.com/headroom-autoscaler/headroom/scaler"
 )
 
 // Decisions is the planner's latest pass as an operator reads it: every trigger that points
@@ -52,7 +54,13 @@ type TriggerAnswer struct {
 	// they are not known (Busy is then 0).
 	Busy        int32  `json:"busy"`
 	BusyUnknown string `json:"busyUnknown,omitempty"`
+	// busySkipped: BusyUnknown because the consumers were not read (no scale-down pending),
+	// not because they could not be mapped to pods; the table shows "-" rather than "?".
 	busySkipped bool
+
+	// HPA lists what keeps the HPA from running the answer as it is: the ScaledObject's
+	// metricType, other triggers, and HPA behavior (as `scaler check` reports them).
+	HPA []string `json:"hpa,omitempty"`
 
 	MessagesReady   int64 `json:"messagesReady"`
 	MessagesUnacked int64 `json:"messagesUnacked"`
@@ -85,6 +93,9 @@ func answerOf(e *entry, now time.Time) TriggerAnswer {
 		a.Queue = fmt.Sprintf("%s %s", e.cfg.Selector.Broker, describe(e.cfg.Selector))
 	}
 	a.Target = ref.Kind + "/" + ref.Name
+	for _, f := range e.so.Warnings {
+		a.HPA = append(a.HPA, f.String())
+	}
 	w := e.workload
 	a.Current, a.Ready, a.Pending, a.Fit, a.Share = w.Current, w.Ready, w.Pending, w.Fit, e.share
 	a.MessagesReady, a.MessagesUnacked = e.snap.Ready, e.snap.Unacked
@@ -92,7 +103,7 @@ func answerOf(e *entry, now time.Time) TriggerAnswer {
 		a.SnapshotAgeSeconds = now.Sub(e.snap.Fetched).Seconds()
 	}
 	if e.err != nil {
-		a.Limit = "error"
+		a.Limit = string(scaler.LimitError)
 		a.Error = status.Convert(e.err).Message()
 		a.Explain = "no decision: KEDA's fallback applies"
 		return a
@@ -207,6 +218,20 @@ func (d Decisions) WriteText(w io.Writer) error {
 			return err
 		}
 		b.WriteString("\nMESSAGES is ready+unacked; BUSY is - when not read (no scale-down pending), ? when unknown.\n")
+		seen := map[string]bool{}
+		for _, a := range d.Decisions {
+			id := a.Namespace + "/" + a.ScaledObject
+			if len(a.HPA) == 0 || seen[id] {
+				continue
+			}
+			if len(seen) == 0 {
+				b.WriteString("\nWhere the HPA will not run the answer as it is:\n")
+			}
+			seen[id] = true
+			for _, w := range a.HPA {
+				fmt.Fprintf(&b, "  %s: %s\n", id, w)
+			}
+		}
 	}
 	_, err := io.WriteString(w, b.String())
 	return err

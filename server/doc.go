@@ -49,7 +49,9 @@
 // cluster when a share of the room limited it) goes to the debug log when the decision
 // changes and to a Kubernetes Event when its limiting factor changes; Decisions and
 // DecisionsHandler (the /decisions page) show the latest plan, one line per trigger, with
-// the error KEDA gets for a trigger without a decision.
+// the error KEDA gets for a trigger without a decision and what in each ScaledObject keeps
+// the HPA from running the answer as it is (HPAFindings, also behind `scaler check`, with
+// CheckScaledObject).
 //
 // Invariants:
 //   - A call never waits on the broker or the API server, except the first call for a queue

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -200,6 +201,46 @@ func TestRealClusterAndBroker(t *testing.T) {
 			}
 		}
 		return fmt.Errorf("%d events, none LimitChanged", len(evs.Items))
+	}); err != nil {
+		t.Error(err)
+	}
+
+	// The decisions page says why the HPA will not run the answer as it is, from the
+	// ScaledObject in the cluster: a polled trigger and no HPA behavior. Once both are set
+	// as the examples set them (through the real CRD's schema), nothing is left to say.
+	hpa := func() string {
+		for _, a := range srv.Decisions().Decisions {
+			if a.Namespace == ns && a.ScaledObject == "worker" {
+				return strings.Join(a.HPA, "\n")
+			}
+		}
+		return "(no decision for the ScaledObject)"
+	}
+	if got := hpa(); !strings.Contains(got, "warning: spec.triggers[0].type: external:") ||
+		!strings.Contains(got, "warning: spec.advanced.horizontalPodAutoscalerConfig.behavior: not set") || strings.Count(got, "\n") != 1 {
+		t.Errorf("HPA findings:\n%s\nwant the polled trigger and the missing behavior", got)
+	}
+	cur, err = dc.Resource(soGVR).Namespace(ns).Get(ctx, "worker", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules := map[string]any{"stabilizationWindowSeconds": int64(0), "tolerance": "0",
+		"policies": []any{map[string]any{"type": "Pods", "value": int64(10), "periodSeconds": int64(15)}}}
+	if err := unstructured.SetNestedField(cur.Object, map[string]any{"scaleUp": rules, "scaleDown": rules}, "spec", "advanced", "horizontalPodAutoscalerConfig", "behavior"); err != nil {
+		t.Fatal(err)
+	}
+	if err := unstructured.SetNestedSlice(cur.Object, []any{map[string]any{"type": "external-push", "metadata": md}}, "spec", "triggers"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dc.Resource(soGVR).Namespace(ns).Update(ctx, cur, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := lab.WaitFor(ctx, "no HPA findings", 30*time.Second, 100*time.Millisecond, func(context.Context) error {
+		srv.PlanNow()
+		if got := hpa(); got != "" {
+			return fmt.Errorf("HPA findings:\n%s", got)
+		}
+		return nil
 	}); err != nil {
 		t.Error(err)
 	}

@@ -17,6 +17,7 @@ import (
 	utiljson "k8s.io/apimachinery/pkg/util/json"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 
+	"github.com/headroom-autoscaler/headroom/capacity"
 	"github.com/headroom-autoscaler/headroom/server"
 )
 
@@ -143,7 +144,7 @@ func checkFile(path string, opts server.CheckOptions, stdout io.Writer, sum *che
 			continue
 		}
 		sum.objects++
-		findings, served := server.CheckScaledObject(u, opts)
+		findings, served := server.CheckScaledObject(capacity.ParseScaledObject(u), opts)
 		if served == 0 {
 			continue
 		}

@@ -101,6 +101,12 @@ func TestCheck(t *testing.T) {
 			manifest: strings.Replace(goodScaledObject, `stepPods: "4"`, `stepPods: "lots"`, 1),
 			args:     []string{"--scaler-address", "elsewhere:9090"},
 		},
+		{
+			name:     "behavior the HPA cannot read",
+			manifest: strings.Replace(goodScaledObject, "policies: [{type: Pods, value: 20, periodSeconds: 15}]", "policies: lots", 1),
+			want:     []string{"error: spec.advanced.horizontalPodAutoscalerConfig.behavior ~ unreadable"},
+			wantErr:  "1 errors",
+		},
 		{name: "not YAML", manifest: "kind: [", wantErr: "document 1"},
 	}
 	for _, tc := range tests {
