@@ -571,6 +571,7 @@ func TestDashboardStructure(t *testing.T) {
 		{topic: "fit", metric: "headroom_fit_replicas"},
 		{topic: "share of headroom", metric: "headroom_share_replicas"},
 		{topic: "limiting factor", metric: "headroom_limit{"},
+		{topic: "HPA settings that hold the count back", metric: "headroom_hpa_warnings"},
 		{topic: "node headroom", metric: "headroom_node_free"},
 		{topic: "snapshot age", metric: "headroom_snapshot_age_seconds"},
 		{topic: "broker errors", metric: "headroom_broker_errors_total"},

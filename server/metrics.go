@@ -26,6 +26,7 @@ var MetricNames = []string{
 	"headroom_busy_workers",
 	"headroom_idle_workers",
 	"headroom_limit",
+	"headroom_hpa_warnings",
 	"headroom_queue_messages",
 	"headroom_snapshot_age_seconds",
 	"headroom_broker_requests_total",
@@ -178,6 +179,7 @@ var (
 	descShare    = soDesc("headroom_share_replicas", "More workers this ScaledObject may add: its share of the free room.")
 	descBusy     = soDesc("headroom_busy_workers", "Pods of the scale target whose consumers hold unacknowledged messages (absent when they cannot be told from idle ones).")
 	descIdle     = soDesc("headroom_idle_workers", "Running pods of the scale target holding no message (absent when they cannot be told from busy ones).")
+	descHPA      = soDesc("headroom_hpa_warnings", "Settings of the ScaledObject that keep the HPA from running the answer as it is (behavior, metricType, other triggers); GET /decisions names them.")
 	descLimit    = prometheus.NewDesc("headroom_limit", "1 for the factor that limits the decision, 0 for the others.", []string{"namespace", "scaledobject", "limit"}, nil)
 	descMessages = prometheus.NewDesc("headroom_queue_messages", "Messages in the ScaledObject's queue(s), by state.", []string{"namespace", "scaledobject", "state"}, nil)
 	descAge      = prometheus.NewDesc("headroom_snapshot_age_seconds", "Age of the broker's last successful read.", []string{"broker"}, nil)
@@ -194,7 +196,7 @@ func soDesc(name, help string) *prometheus.Desc {
 }
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descDesired, descCurrent, descReady, descPending, descNeed, descFit, descShare, descBusy, descIdle, descLimit, descMessages, descAge, descRequests, descRefresh, descErrors, descNodeFree, descSynced} {
+	for _, d := range []*prometheus.Desc{descDesired, descCurrent, descReady, descPending, descNeed, descFit, descShare, descBusy, descIdle, descHPA, descLimit, descMessages, descAge, descRequests, descRefresh, descErrors, descNodeFree, descSynced} {
 		ch <- d
 	}
 }
@@ -204,15 +206,24 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	now := s.now()
 	pl := s.planner.current()
 
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
 	// One series per ScaledObject: with several triggers pointing at this scaler, the one
 	// with the highest decision (the HPA takes the maximum over its metrics).
 	best := map[[2]string]*entry{}
 	var order [][2]string
 	failed := map[[2]string]bool{}
 	var failedOrder [][2]string
-	for _, k := range pl.sortedKeys() {
+	var prev [2]string
+	for i, k := range pl.sortedKeys() {
 		e := pl.entries[k]
 		id := [2]string{k.namespace, k.name}
+		if i == 0 || id != prev {
+			// Sorted keys: a ScaledObject's triggers come one after another.
+			gauge(descHPA, float64(len(e.so.Warnings)), k.namespace, k.name)
+		}
+		prev = id
 		if e.err != nil {
 			if !failed[id] {
 				failed[id] = true
@@ -226,9 +237,6 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		} else if e.dec.Replicas > b.dec.Replicas {
 			best[id] = e
 		}
-	}
-	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 	}
 	for _, id := range order {
 		e := best[id]

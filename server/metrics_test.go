@@ -42,6 +42,8 @@ func fixedState(t *testing.T) (*server.Server, *prometheus.Registry) {
 	// 34 messages, 20 per loader: the loaders scale down from 4 to 2, so who is busy is read.
 	c.add("shop", "loader", server.Workload{Current: 4, Ready: 4, Fit: 2, Kind: "Deployment", Pods: loaders}, map[string]string{"queue": "loads", "messagesPerReplica": "20"})
 	c.add("shop", "worker", server.Workload{Current: 40, Ready: 40, Fit: 9}, map[string]string{"queue": "jobs"})
+	// Its HPA behavior is not set, and its trigger is polled (server.HPAFindings).
+	c.sos[len(c.sos)-1].Warnings = []server.Finding{{Field: "spec.advanced.horizontalPodAutoscalerConfig.behavior"}, {Field: "spec.triggers[0].type"}}
 	// A ScaledObject whose target does not exist: no decision, limit="error".
 	c.add("shop", "orphan", server.Workload{}, map[string]string{"queue": "orphans"})
 	delete(c.workloads, "orphan")
@@ -119,7 +121,7 @@ func TestMetricsLintAndNames(t *testing.T) {
 	fixed := []string{
 		"headroom_desired_replicas", "headroom_current_replicas", "headroom_ready_replicas",
 		"headroom_pending_replicas", "headroom_need_replicas", "headroom_fit_replicas",
-		"headroom_share_replicas", "headroom_busy_workers", "headroom_idle_workers", "headroom_limit", "headroom_queue_messages",
+		"headroom_share_replicas", "headroom_busy_workers", "headroom_idle_workers", "headroom_limit", "headroom_hpa_warnings", "headroom_queue_messages",
 		"headroom_snapshot_age_seconds", "headroom_broker_requests_total", "headroom_broker_refreshes_total", "headroom_broker_errors_total",
 		"headroom_broker_partial_reads_total", "headroom_grpc_request_duration_seconds", "headroom_plan_duration_seconds", "headroom_node_free", "headroom_decisions_total",
 		"headroom_limit_changes_total", "headroom_scale_down_held_total", "headroom_deletion_cost_patches_total",
