@@ -54,31 +54,24 @@ type Trigger struct {
 	Metadata   map[string]string
 }
 
-// TriggersFor returns the triggers of s through which KEDA calls a scaler at one of
-// addresses: type external or external-push with a matching scalerAddress.
-func (s ScaledObject) TriggersFor(addresses []string) []Trigger {
-	var out []Trigger
-	for _, t := range s.Triggers {
+// TriggersAt returns the indices in s.Triggers of the triggers through which KEDA calls a
+// scaler at one of addresses: type external or external-push with a matching scalerAddress
+// (case and surrounding spaces aside).
+func (s ScaledObject) TriggersAt(addresses []string) []int {
+	var out []int
+	for i, t := range s.Triggers {
 		if t.Type != TriggerExternal && t.Type != TriggerExternalPush {
 			continue
 		}
-		if AddressIn(t.Metadata["scalerAddress"], addresses) {
-			out = append(out, t)
+		got := strings.TrimSpace(t.Metadata["scalerAddress"])
+		for _, a := range addresses {
+			if got != "" && strings.EqualFold(got, strings.TrimSpace(a)) {
+				out = append(out, i)
+				break
+			}
 		}
 	}
 	return out
-}
-
-// AddressIn reports whether the scalerAddress addr is one of addresses (case and surrounding
-// spaces aside); an empty addr is none.
-func AddressIn(addr string, addresses []string) bool {
-	addr = strings.TrimSpace(addr)
-	for _, a := range addresses {
-		if addr != "" && strings.EqualFold(addr, strings.TrimSpace(a)) {
-			return true
-		}
-	}
-	return false
 }
 
 // ScaledObjects returns every ScaledObject in the cache, sorted by namespace and name.
@@ -152,7 +145,7 @@ func (c *Cluster) LookupScaledObject(namespace, name string) (ScaledObject, bool
 func (c *Cluster) ScaledObjectsFor() []ScaledObject {
 	var out []ScaledObject
 	for _, so := range c.ScaledObjects() {
-		if len(so.TriggersFor(c.opts.ScalerAddresses)) > 0 {
+		if len(so.TriggersAt(c.opts.ScalerAddresses)) > 0 {
 			out = append(out, so)
 		}
 	}

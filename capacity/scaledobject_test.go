@@ -158,7 +158,7 @@ func TestScaledObjectsDiscovered(t *testing.T) {
 	})
 }
 
-func TestTriggersFor(t *testing.T) {
+func TestTriggersAt(t *testing.T) {
 	so := capacity.ScaledObject{Triggers: []capacity.Trigger{
 		{Type: "external", Metadata: map[string]string{"scalerAddress": "a:1"}},
 		{Type: "external-push", Metadata: map[string]string{"scalerAddress": " A:1 "}},
@@ -178,8 +178,8 @@ func TestTriggersFor(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := len(so.TriggersFor(tc.addrs)); got != tc.want {
-				t.Errorf("TriggersFor(%q) = %d triggers, want %d", tc.addrs, got, tc.want)
+			if got := len(so.TriggersAt(tc.addrs)); got != tc.want {
+				t.Errorf("TriggersAt(%q) = %d triggers, want %d", tc.addrs, got, tc.want)
 			}
 		})
 	}

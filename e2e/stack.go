@@ -334,18 +334,10 @@ func (s *Stack) Races() ([]string, error) {
 		if err != nil {
 			return out, err
 		}
-		for rest := string(b); ; {
-			i := strings.Index(rest, mark)
-			if i < 0 {
-				break
-			}
-			rest = rest[i:]
-			end := strings.Index(rest[len(mark):], "==================")
-			if end < 0 {
-				end = len(rest) - len(mark)
-			}
-			out = append(out, sc.log+":\n"+rest[:len(mark)+end])
-			rest = rest[len(mark)+end:]
+		// A report runs from the mark to the detector's closing line of "=".
+		for _, r := range strings.Split(string(b), mark)[1:] {
+			r, _, _ = strings.Cut(r, "==================")
+			out = append(out, sc.log+":\n"+mark+r)
 		}
 	}
 	return out, nil

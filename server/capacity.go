@@ -193,16 +193,13 @@ func (c *Capacity) NodesFree() []NodeFree {
 // addresses, the external triggers whose scalerAddress is one of them; without, every external
 // or external-push trigger whose metadata names a queue.
 func servedTriggers(so capacity.ScaledObject, addresses []string) []int {
+	if len(addresses) > 0 {
+		return so.TriggersAt(addresses)
+	}
 	var out []int
 	for i, t := range so.Triggers {
-		if t.Type != capacity.TriggerExternal && t.Type != capacity.TriggerExternalPush {
-			continue
-		}
-		if len(addresses) > 0 {
-			if capacity.AddressIn(t.Metadata["scalerAddress"], addresses) {
-				out = append(out, i)
-			}
-		} else if t.Metadata[KeyQueue] != "" || t.Metadata[KeyQueuePattern] != "" {
+		if (t.Type == capacity.TriggerExternal || t.Type == capacity.TriggerExternalPush) &&
+			(t.Metadata[KeyQueue] != "" || t.Metadata[KeyQueuePattern] != "") {
 			out = append(out, i)
 		}
 	}

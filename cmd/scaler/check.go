@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -13,11 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	utiljson "k8s.io/apimachinery/pkg/util/json"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
-
 	"github.com/headroom-autoscaler/headroom/capacity"
+	"github.com/headroom-autoscaler/headroom/internal/kubeyaml"
 	"github.com/headroom-autoscaler/headroom/server"
 )
 
@@ -135,7 +130,7 @@ func checkFile(path string, opts server.CheckOptions, stdout io.Writer, sum *che
 	if err != nil {
 		return err
 	}
-	objs, err := decodeManifests(data)
+	objs, err := kubeyaml.Decode(data)
 	if err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
@@ -164,40 +159,4 @@ func checkFile(path string, opts server.CheckOptions, stdout io.Writer, sum *che
 		}
 	}
 	return nil
-}
-
-// decodeManifests reads every object of a YAML or JSON stream; the items of a List are
-// objects of their own.
-func decodeManifests(data []byte) ([]*unstructured.Unstructured, error) {
-	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
-	var out []*unstructured.Unstructured
-	for n := 1; ; n++ {
-		var raw json.RawMessage
-		if err := dec.Decode(&raw); errors.Is(err, io.EOF) {
-			return out, nil
-		} else if err != nil {
-			return nil, fmt.Errorf("document %d: %w", n, err)
-		}
-		// apimachinery's JSON reads whole numbers as int64, as the API server's objects
-		// have them (encoding/json would make them float64, which unstructured does not read).
-		var obj map[string]any
-		if err := utiljson.Unmarshal(raw, &obj); err != nil {
-			return nil, fmt.Errorf("document %d: %w", n, err)
-		}
-		if obj == nil {
-			continue // an empty document
-		}
-		u := &unstructured.Unstructured{Object: obj}
-		if u.IsList() {
-			l, err := u.ToList()
-			if err != nil {
-				return nil, fmt.Errorf("document %d: %w", n, err)
-			}
-			for i := range l.Items {
-				out = append(out, &l.Items[i])
-			}
-			continue
-		}
-		out = append(out, u)
-	}
 }

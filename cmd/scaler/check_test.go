@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/headroom-autoscaler/headroom/internal/kubeyaml"
 )
 
 // A ScaledObject as the examples write it: every check passes.
@@ -203,7 +205,7 @@ func cut(t *testing.T, s, from, to string) string {
 // yamlToJSON converts one YAML document the way the check reads it.
 func yamlToJSON(t *testing.T, s string) string {
 	t.Helper()
-	objs, err := decodeManifests([]byte(s))
+	objs, err := kubeyaml.Decode([]byte(s))
 	if err != nil || len(objs) != 1 {
 		t.Fatalf("decode: %v (%d objects)", err, len(objs))
 	}

@@ -23,11 +23,12 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/restmapper"
 	"sigs.k8s.io/yaml"
+
+	"github.com/headroom-autoscaler/headroom/internal/kubeyaml"
 )
 
 // kedaModule is KEDA's Go module; the operator, the metrics adapter and the CRDs all come from
@@ -443,22 +444,15 @@ func ApplyYAML(ctx context.Context, kube *Kube, data []byte) ([]*unstructured.Un
 		return nil, fmt.Errorf("apply: %w", err)
 	}
 	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(kube.Client().Discovery()))
-	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
+	objs, err := kubeyaml.Decode(data)
+	if err != nil {
+		return nil, fmt.Errorf("apply: %w", err)
+	}
 	var out []*unstructured.Unstructured
-	for i := 0; ; i++ {
-		obj := &unstructured.Unstructured{}
-		if err := dec.Decode(&obj.Object); err != nil {
-			if errors.Is(err, io.EOF) {
-				return out, nil
-			}
-			return out, fmt.Errorf("apply: document %d: %w", i, err)
-		}
-		if len(obj.Object) == 0 {
-			continue
-		}
+	for i, obj := range objs {
 		gvk := obj.GroupVersionKind()
 		if gvk.Kind == "" || obj.GetName() == "" {
-			return out, fmt.Errorf("apply: document %d: kind %q name %q: both are required", i, gvk.Kind, obj.GetName())
+			return out, fmt.Errorf("apply: object %d: kind %q name %q: both are required", i+1, gvk.Kind, obj.GetName())
 		}
 		m, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
 		if err != nil {
@@ -483,4 +477,5 @@ func ApplyYAML(ctx context.Context, kube *Kube, data []byte) ([]*unstructured.Un
 		}
 		out = append(out, got)
 	}
+	return out, nil
 }

@@ -25,9 +25,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 
 	"github.com/headroom-autoscaler/headroom/e2e"
+	"github.com/headroom-autoscaler/headroom/internal/kubeyaml"
 	"github.com/headroom-autoscaler/headroom/internal/lab"
 )
 
@@ -253,18 +253,11 @@ func exampleManifests(root, scalerAddress string) ([]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("example manifests: %w", err)
 		}
-		dec := utilyaml.NewYAMLOrJSONDecoder(strings.NewReader(string(data)), 4096)
-		for {
-			obj := &unstructured.Unstructured{}
-			if err := dec.Decode(&obj.Object); err != nil {
-				if errors.Is(err, io.EOF) {
-					break
-				}
-				return nil, fmt.Errorf("example manifests: %s: %w", path, err)
-			}
-			if len(obj.Object) == 0 {
-				continue
-			}
+		objs, err := kubeyaml.Decode(data)
+		if err != nil {
+			return nil, fmt.Errorf("example manifests: %s: %w", path, err)
+		}
+		for _, obj := range objs {
 			obj.SetNamespace(demoNamespace)
 			if obj.GetKind() == "ScaledObject" {
 				if err := adaptScaledObject(obj, scalerAddress); err != nil {
