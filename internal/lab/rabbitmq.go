@@ -424,8 +424,18 @@ func (r *RabbitMQ) Kill() {
 	}
 }
 
+// restartWait is how long Restart waits between two starts when one of the broker's ports was
+// taken; restartRetried is told of each such failure. Variables, for a test to steer.
+var (
+	restartWait    = time.Second
+	restartRetried = func(error) {}
+)
+
 // Restart stops the broker (if it runs) and starts it again on the same ports and state
-// directory, so durable queues and users survive.
+// directory, so durable queues and users survive. The ports cannot change (clients hold the
+// broker's URLs): when another process took one while the broker was down (an outgoing
+// connection's source port, another test binary's FreePort), Restart waits for it to be
+// given back and starts again, startAttempts times in all.
 func (r *RabbitMQ) Restart(ctx context.Context) error {
 	r.stopServer(r.listeners()...)
 	r.mu.Lock()
@@ -434,7 +444,18 @@ func (r *RabbitMQ) Restart(ctx context.Context) error {
 	if stopped {
 		return errors.New("restart rabbitmq: already stopped")
 	}
-	return r.startServer(ctx)
+	for attempt := 1; ; attempt++ {
+		err := r.startServer(ctx)
+		if err == nil || attempt == startAttempts || !portTaken(err) {
+			return err
+		}
+		restartRetried(err)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(restartWait):
+		}
+	}
 }
 
 // Admin returns a client for the management API as the administrator guest.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -86,6 +87,53 @@ func TestStartRabbitMQRetriesATakenPort(t *testing.T) {
 	}
 	if err := r.Admin().get(t.Context(), "/api/overview", nil); err != nil {
 		t.Errorf("management API after the retry: %v", err)
+	}
+}
+
+// TestRestartWaitsForATakenPort: a broker that crashed and whose Prometheus port another
+// process holds for a moment comes back on the same ports once the port is given back,
+// instead of failing the test that restarts it.
+func TestRestartWaitsForATakenPort(t *testing.T) {
+	if testing.Short() {
+		t.Skip("skipping: needs a real RabbitMQ broker (run without -short)")
+	}
+	r, err := StartRabbitMQ(t.Context(), RabbitMQOptions{})
+	if errors.Is(err, ErrUnavailable) && !Required() {
+		t.Skipf("skipping: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Stop()
+	defer func(w time.Duration, f func(error)) { restartWait, restartRetried = w, f }(restartWait, restartRetried)
+	restartWait = 100 * time.Millisecond
+	r.Kill()
+	held, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", r.promPort))
+	if err != nil {
+		t.Fatalf("hold the broker's Prometheus port: %v", err)
+	}
+	defer held.Close()
+	var retried []error
+	restartRetried = func(err error) {
+		retried = append(retried, err)
+		held.Close() // the other process gives the port back
+	}
+	if err := r.Restart(t.Context()); err != nil {
+		t.Fatalf("restart while the port was held, then given back: %v", err)
+	}
+	if len(retried) != 1 {
+		t.Errorf("%d failed starts before the port was given back, want 1: %v", len(retried), retried)
+	}
+	if err := r.Admin().get(t.Context(), "/api/overview", nil); err != nil {
+		t.Errorf("management API after the restart: %v", err)
+	}
+	resp, err := http.Get(r.PrometheusURL() + "/metrics")
+	if err != nil {
+		t.Fatalf("Prometheus endpoint after the restart: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("Prometheus endpoint after the restart: %s", resp.Status)
 	}
 }
 
